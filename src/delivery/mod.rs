@@ -1,0 +1,3 @@
+//! Delivery: per-endpoint workers that sign, POST, classify and retry.
+
+pub mod signing;

@@ -1,0 +1,1 @@
+//! Webhook signatures: the three schemes, signing and verification.
