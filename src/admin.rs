@@ -1,1 +1,111 @@
-//! admin
+//! The admin HTTP server: `/healthz`, `/readyz`, `/metrics`, `/status`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+
+use crate::delivery::{EndpointSnapshot, EndpointState};
+use crate::source::SourceState;
+
+/// Everything the admin endpoints report on.
+pub struct Status {
+    /// Deliveries paused cluster-wide.
+    pub paused: AtomicBool,
+    /// Dual publishing on.
+    pub dual: bool,
+    /// Bumped on every applied config.
+    pub config_version: AtomicU64,
+    /// Sources.
+    pub sources: Vec<Arc<SourceState>>,
+    /// Endpoints (swapped on reload).
+    pub endpoints: std::sync::RwLock<Vec<Arc<EndpointState>>>,
+    /// Redis, for `/readyz`.
+    pub redis: ConnectionManager,
+    /// Prometheus registry.
+    pub metrics: PrometheusHandle,
+}
+
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    version: &'static str,
+    paused: bool,
+    dual: bool,
+    config_version: u64,
+    sources: &'a [Arc<SourceState>],
+    endpoints: Vec<EndpointSnapshot>,
+}
+
+/// The admin router.
+pub fn router(status: Arc<Status>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status_json))
+        .with_state(status)
+}
+
+async fn readyz(State(s): State<Arc<Status>>) -> Response {
+    let mut conn = s.redis.clone();
+    let ping = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        redis::cmd("PING").query_async::<String>(&mut conn),
+    )
+    .await;
+    if !matches!(ping, Ok(Ok(_))) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: Redis is unreachable\n",
+        )
+            .into_response();
+    }
+    let down: Vec<&str> = s
+        .sources
+        .iter()
+        .filter(|src| !src.is_connected())
+        .map(|src| src.name.as_str())
+        .collect();
+    if !down.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: source(s) not subscribed: {}\n", down.join(", ")),
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
+}
+
+async fn metrics(State(s): State<Arc<Status>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn status_json(State(s): State<Arc<Status>>) -> Response {
+    let endpoints = s
+        .endpoints
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|e| e.snapshot())
+        .collect();
+    axum::Json(StatusJson {
+        version: crate::VERSION,
+        paused: s.paused.load(Ordering::Relaxed),
+        dual: s.dual,
+        config_version: s.config_version.load(Ordering::Relaxed),
+        sources: &s.sources,
+        endpoints,
+    })
+    .into_response()
+}

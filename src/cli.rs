@@ -7,10 +7,21 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Moves Redis pub/sub, list and stream events to signed HTTP webhooks.
 #[derive(Debug, Parser)]
-#[command(name = "redis-webhook-bridge", version, about, propagate_version = true)]
+#[command(
+    name = "redis-webhook-bridge",
+    version,
+    about,
+    propagate_version = true
+)]
 pub struct Cli {
     /// TOML configuration file (also `BRIDGE_CONFIG`).
-    #[arg(long, short = 'c', global = true, env = "BRIDGE_CONFIG", value_name = "PATH")]
+    #[arg(
+        long,
+        short = 'c',
+        global = true,
+        env = "BRIDGE_CONFIG",
+        value_name = "PATH"
+    )]
     pub config: Option<PathBuf>,
 
     /// Overrides `redis.url`.

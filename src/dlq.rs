@@ -1,1 +1,321 @@
-//! dlq
+//! The dead-letter queue: a Redis stream at `<key_prefix>:dlq` holding every delivery the
+//! bridge gave up on (and every message it could not ingest), with enough context to
+//! understand and replay it. With `[fallback]` enabled, each dead-lettered body is also
+//! written to the fallback target so legacy Redis consumers still get it.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+
+use crate::config::{Config, FallbackConfig, TargetKind};
+use crate::telemetry::metric;
+
+/// Where in the pipeline a message was given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Before routing: too large, not JSON, not an envelope, queue full.
+    Ingest,
+    /// After the endpoint's last retry, or a permanent failure.
+    Delivery,
+}
+
+impl Stage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stage::Ingest => "ingest",
+            Stage::Delivery => "delivery",
+        }
+    }
+}
+
+/// One dead-letter entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// Stream entry id (empty before it is written).
+    pub id: String,
+    /// The endpoint; empty for ingest failures, which belong to no endpoint yet.
+    pub endpoint: String,
+    /// Where it failed.
+    pub stage: Stage,
+    /// The message's idempotency key (empty if ingest failed before computing it).
+    pub idempotency_key: String,
+    /// The event type.
+    pub event_type: String,
+    /// Source name.
+    pub source: String,
+    /// Channel or key it was read from.
+    pub channel: String,
+    /// The body that was (or would have been) POSTed; for ingest failures, as received.
+    #[serde(serialize_with = "body_as_text")]
+    pub body: Bytes,
+    /// HTTP attempts made.
+    pub attempts: u32,
+    /// Last HTTP status, if any.
+    pub last_status: Option<u16>,
+    /// Why it was given up on.
+    pub error: String,
+    /// When the bridge read the message (unix ms).
+    pub received_at_ms: u64,
+    /// When it was dead-lettered (unix ms).
+    pub failed_at_ms: u64,
+}
+
+fn body_as_text<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(b))
+}
+
+/// Unix milliseconds of `t`.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Formats unix milliseconds as RFC 3339.
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Failures of the dead-letter stream.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    /// Redis refused or is unreachable.
+    #[error("redis error on the dead-letter stream: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// No entry with that id.
+    #[error("no dead-letter entry with id {0}")]
+    NotFound(String),
+}
+
+/// Handle to the dead-letter stream. Cheap to clone.
+#[derive(Clone)]
+pub struct Dlq {
+    conn: ConnectionManager,
+    key: String,
+    fallback: Option<FallbackConfig>,
+}
+
+impl Dlq {
+    /// A handle for `cfg`'s dead-letter stream over `conn`.
+    pub fn new(conn: ConnectionManager, cfg: &Config) -> Self {
+        Self {
+            conn,
+            key: cfg.redis.key("dlq"),
+            fallback: cfg.fallback.enabled.then(|| cfg.fallback.clone()),
+        }
+    }
+
+    /// The stream key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Writes one entry (and the fallback copy) in one MULTI/EXEC; returns the entry id.
+    pub async fn add(&self, dl: &DeadLetter) -> Result<String, DlqError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let status = dl.last_status.map(|s| s.to_string()).unwrap_or_default();
+        pipe.cmd("XADD")
+            .arg(&self.key)
+            .arg("*")
+            .arg("endpoint")
+            .arg(&dl.endpoint)
+            .arg("stage")
+            .arg(dl.stage.as_str())
+            .arg("idempotency_key")
+            .arg(&dl.idempotency_key)
+            .arg("event_type")
+            .arg(&dl.event_type)
+            .arg("source")
+            .arg(&dl.source)
+            .arg("channel")
+            .arg(&dl.channel)
+            .arg("body")
+            .arg(dl.body.as_ref())
+            .arg("attempts")
+            .arg(dl.attempts)
+            .arg("last_status")
+            .arg(status)
+            .arg("error")
+            .arg(&dl.error)
+            .arg("received_at_ms")
+            .arg(dl.received_at_ms)
+            .arg("failed_at_ms")
+            .arg(dl.failed_at_ms);
+        if let Some(fb) = &self.fallback {
+            match fb.target.kind {
+                TargetKind::List => {
+                    pipe.cmd("LPUSH")
+                        .arg(&fb.target.key)
+                        .arg(dl.body.as_ref())
+                        .ignore();
+                }
+                TargetKind::Channel => {
+                    pipe.cmd("PUBLISH")
+                        .arg(&fb.target.key)
+                        .arg(dl.body.as_ref())
+                        .ignore();
+                }
+                TargetKind::Stream => {
+                    pipe.cmd("XADD")
+                        .arg(&fb.target.key)
+                        .arg("*")
+                        .arg("body")
+                        .arg(dl.body.as_ref())
+                        .arg("idempotency_key")
+                        .arg(&dl.idempotency_key)
+                        .ignore();
+                }
+            }
+        }
+        let mut conn = self.conn.clone();
+        let (id,): (String,) = pipe.query_async(&mut conn).await?;
+        metrics::gauge!(metric::DLQ_DEPTH).increment(1.0);
+        Ok(id)
+    }
+
+    /// Writes an entry, retrying with backoff while Redis is unreachable, for at most
+    /// `patience`. A message is only ever lost here if Redis stays down that long; that is
+    /// logged as an error with the idempotency key so it can be found.
+    pub async fn add_reliably(&self, dl: &DeadLetter, patience: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.add(dl).await {
+                Ok(id) => return Some(id),
+                Err(e) => {
+                    if tokio::time::Instant::now() + wait > deadline {
+                        tracing::error!(
+                            endpoint = %dl.endpoint,
+                            idempotency_key = %dl.idempotency_key,
+                            error = %e,
+                            "cannot write to the dead-letter stream; this message is lost"
+                        );
+                        return None;
+                    }
+                    tracing::warn!(endpoint = %dl.endpoint, idempotency_key = %dl.idempotency_key, error = %e, "dead-letter write failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Number of entries.
+    pub async fn len(&self) -> Result<u64, DlqError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("XLEN")
+            .arg(&self.key)
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// Sets the `bridge_dlq_depth` gauge from the stream's length.
+    pub async fn refresh_depth_gauge(&self) {
+        if let Ok(n) = self.len().await {
+            metrics::gauge!(metric::DLQ_DEPTH).set(n as f64);
+        }
+    }
+
+    /// Up to `limit` entries, oldest first, optionally only those of `endpoint`.
+    pub async fn list(
+        &self,
+        limit: usize,
+        endpoint: Option<&str>,
+    ) -> Result<Vec<DeadLetter>, DlqError> {
+        let mut out = Vec::new();
+        let mut start = "-".to_string();
+        let mut conn = self.conn.clone();
+        loop {
+            let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&self.key)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await?;
+            let n = page.ids.len();
+            for entry in page.ids {
+                start = format!("({}", entry.id);
+                let dl = from_entry(entry.id, &entry.map);
+                if endpoint.is_none_or(|e| dl.endpoint == e) {
+                    out.push(dl);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if n < 500 {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// One entry by id.
+    pub async fn get(&self, id: &str) -> Result<DeadLetter, DlqError> {
+        let mut conn = self.conn.clone();
+        let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&self.key)
+            .arg(id)
+            .arg(id)
+            .query_async(&mut conn)
+            .await?;
+        page.ids
+            .into_iter()
+            .next()
+            .map(|e| from_entry(e.id, &e.map))
+            .ok_or_else(|| DlqError::NotFound(id.to_string()))
+    }
+
+    /// Deletes entries by id; returns how many existed.
+    pub async fn delete(&self, ids: &[String]) -> Result<u64, DlqError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn.clone();
+        let n: u64 = redis::cmd("XDEL")
+            .arg(&self.key)
+            .arg(ids)
+            .query_async(&mut conn)
+            .await?;
+        metrics::gauge!(metric::DLQ_DEPTH).decrement(n as f64);
+        Ok(n)
+    }
+}
+
+fn from_entry(id: String, map: &HashMap<String, redis::Value>) -> DeadLetter {
+    let s = |k: &str| -> String {
+        map.get(k)
+            .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+            .unwrap_or_default()
+    };
+    let body = map
+        .get("body")
+        .and_then(|v| redis::from_redis_value_ref::<Vec<u8>>(v).ok())
+        .unwrap_or_default();
+    let stage = if s("stage") == "ingest" {
+        Stage::Ingest
+    } else {
+        Stage::Delivery
+    };
+    DeadLetter {
+        id,
+        endpoint: s("endpoint"),
+        stage,
+        idempotency_key: s("idempotency_key"),
+        event_type: s("event_type"),
+        source: s("source"),
+        channel: s("channel"),
+        body: Bytes::from(body),
+        attempts: s("attempts").parse().unwrap_or(0),
+        last_status: s("last_status").parse().ok(),
+        error: s("error"),
+        received_at_ms: s("received_at_ms").parse().unwrap_or(0),
+        failed_at_ms: s("failed_at_ms").parse().unwrap_or(0),
+    }
+}

@@ -1,1 +1,518 @@
-//! ingest
+//! Ingest: from a [`Received`] message to one [`Job`] per matching endpoint.
+//!
+//! For each message: enforce `max_payload_bytes`, require JSON, unwrap the registry's
+//! envelope when asked, compute the idempotency key and event type, drop repeats of a key
+//! seen within `dedupe_window` (one pipelined `SET NX PX` per batch), and fan out to the
+//! endpoints whose `channels` and `event_types` match. Anything that cannot be ingested goes
+//! to the dead-letter stream with the reason; nothing is dropped silently.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::config::EndpointConfig;
+use crate::delivery::EndpointState;
+use crate::dlq::{DeadLetter, Dlq, Stage, unix_ms};
+use crate::queue::Job;
+use crate::queue::memory::{Full, MemoryQueue};
+use crate::source::Received;
+use crate::telemetry::metric;
+
+/// A message after ingest, shared by all the jobs it fans out to.
+#[derive(Debug)]
+pub struct Message {
+    /// Stable across retries, replicas, restarts and the registry's own publisher.
+    pub idempotency_key: String,
+    /// `X-Hokusai-Event`.
+    pub event_type: String,
+    /// Source name.
+    pub source: Arc<str>,
+    /// Channel or key it was read from.
+    pub channel: String,
+    /// The bytes to POST, exactly as published (or the envelope's `payload` text).
+    pub body: Bytes,
+    /// When the bridge read it.
+    pub received_at: SystemTime,
+    /// The publisher's `traceparent`, if the payload carried one.
+    pub traceparent: Option<String>,
+}
+
+impl Message {
+    /// A minimal message for unit tests.
+    pub fn for_test(key: &str) -> Self {
+        Self {
+            idempotency_key: key.to_string(),
+            event_type: "test".into(),
+            source: Arc::from("test"),
+            channel: "test".into(),
+            body: Bytes::from_static(b"{}"),
+            received_at: SystemTime::now(),
+            traceparent: None,
+        }
+    }
+}
+
+/// Why a message could not be ingested. Each becomes a dead-letter entry.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IngestError {
+    /// Over `security.max_payload_bytes`.
+    #[error("payload too large: {size} bytes > security.max_payload_bytes {max}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not valid JSON.
+    #[error("payload is not valid JSON: {0}")]
+    NotJson(String),
+    /// `unwrap_envelope` is on but the message is not an envelope.
+    #[error("not a registry envelope: {0}")]
+    NotEnvelope(&'static str),
+}
+
+/// The parts of a message ingest needs.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Parsed {
+    /// Idempotency key.
+    pub idempotency_key: String,
+    /// Event type.
+    pub event_type: String,
+    /// The body to POST.
+    pub body: Bytes,
+    /// `traceparent` field of the payload.
+    pub traceparent: Option<String>,
+}
+
+type Fields<'a> = HashMap<Cow<'a, str>, &'a RawValue>;
+
+/// A top-level JSON object's fields, values left unparsed (no allocation per value).
+fn object_fields(bytes: &[u8]) -> Result<Option<Fields<'_>>, IngestError> {
+    match serde_json::from_slice::<Fields<'_>>(bytes) {
+        Ok(map) => Ok(Some(map)),
+        Err(_) => match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Ok(None), // valid JSON, just not an object
+            Err(e) => Err(IngestError::NotJson(e.to_string())),
+        },
+    }
+}
+
+/// A field as text the way Python's f-string shows it: strings unquoted, numbers and
+/// booleans as written; `null` counts as absent.
+fn field_text(v: &RawValue) -> Option<String> {
+    let raw = v.get();
+    if raw.starts_with('"') {
+        serde_json::from_str::<String>(raw).ok()
+    } else if raw == "null" || raw.starts_with('{') || raw.starts_with('[') {
+        None
+    } else {
+        Some(raw.to_string())
+    }
+}
+
+/// Parses a received body: size limit, JSON, envelope, key and event type.
+pub fn parse(
+    body: &Bytes,
+    channel: &str,
+    unwrap_envelope: bool,
+    key_fields: &[String],
+    max_payload_bytes: usize,
+) -> Result<Parsed, IngestError> {
+    if body.len() > max_payload_bytes {
+        return Err(IngestError::TooLarge {
+            size: body.len(),
+            max: max_payload_bytes,
+        });
+    }
+    let top = object_fields(body)?;
+    let (payload_bytes, envelope_id, envelope_type) = if unwrap_envelope {
+        let env = top
+            .as_ref()
+            .ok_or(IngestError::NotEnvelope("not a JSON object"))?;
+        let payload = env
+            .get("payload")
+            .ok_or(IngestError::NotEnvelope("no `payload` field"))?;
+        let id = env
+            .get("message_id")
+            .and_then(|v| field_text(v))
+            .ok_or(IngestError::NotEnvelope("no `message_id` field"))?;
+        let mtype = env.get("message_type").and_then(|v| field_text(v));
+        (body.slice_ref(payload.get().as_bytes()), Some(id), mtype)
+    } else {
+        (body.clone(), None, None)
+    };
+    let fields = if unwrap_envelope {
+        object_fields(&payload_bytes)?
+    } else {
+        top
+    };
+    let get = |k: &str| {
+        fields
+            .as_ref()
+            .and_then(|f| f.get(k))
+            .and_then(|v| field_text(v))
+    };
+
+    let idempotency_key = match envelope_id.or_else(|| get("idempotency_key")) {
+        Some(k) => k,
+        None => key_from_fields(key_fields, &get)
+            .unwrap_or_else(|| fallback_key(channel, &payload_bytes)),
+    };
+    let event_type = get("event_type")
+        .or_else(|| get("message_type"))
+        .or(envelope_type)
+        .unwrap_or_else(|| channel.to_string());
+    Ok(Parsed {
+        idempotency_key,
+        event_type,
+        traceparent: get("traceparent"),
+        body: payload_bytes,
+    })
+}
+
+/// `uuid5(NAMESPACE_DNS, "<f1>:<f2>:…")` when every configured field is present: the
+/// registry's Python publisher computes the same key, so receivers de-duplicate across paths.
+pub fn key_from_fields(fields: &[String], get: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    if fields.is_empty() {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(fields.len());
+    for f in fields {
+        parts.push(get(f)?);
+    }
+    Some(Uuid::new_v5(&Uuid::NAMESPACE_DNS, parts.join(":").as_bytes()).to_string())
+}
+
+/// `uuid5(NAMESPACE_DNS, hex(SHA-256(channel + "\n" + body)))`: stable for the same bytes on
+/// the same channel, whichever replica reads them.
+pub fn fallback_key(channel: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(channel.as_bytes());
+    h.update(b"\n");
+    h.update(body);
+    let digest = hex::encode(h.finalize());
+    Uuid::new_v5(&Uuid::NAMESPACE_DNS, digest.as_bytes()).to_string()
+}
+
+/// One endpoint as ingest sees it: its filters and its queue.
+#[derive(Clone)]
+pub struct Route {
+    /// The endpoint's config (filters).
+    pub endpoint: Arc<EndpointConfig>,
+    /// Its queue.
+    pub queue: Arc<MemoryQueue>,
+    /// Its live counters.
+    pub state: Arc<EndpointState>,
+}
+
+/// The routing table; swapped whole on config reload.
+pub type Routes = Arc<RwLock<Arc<Vec<Route>>>>;
+
+/// Settings ingest reads for every message.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// `delivery.idempotency_key_fields`.
+    pub key_fields: Vec<String>,
+    /// `security.max_payload_bytes`.
+    pub max_payload_bytes: usize,
+    /// `delivery.dedupe_window`.
+    pub dedupe_window: Duration,
+    /// `<key_prefix>:seen:` — prefix of de-duplication keys.
+    pub seen_prefix: String,
+}
+
+/// The ingest stage: reads received messages in batches and fans them out.
+pub struct Ingest {
+    /// Settings.
+    pub settings: IngestSettings,
+    /// Routing table.
+    pub routes: Routes,
+    /// Dead-letter stream.
+    pub dlq: Dlq,
+    /// Redis, for de-duplication.
+    pub redis: ConnectionManager,
+}
+
+/// Most messages handled per batch (one Redis round trip each).
+const BATCH: usize = 256;
+
+impl Ingest {
+    /// Runs until every sender of `rx` is gone (the sources stopped), draining what is left.
+    pub async fn run(self, mut rx: mpsc::Receiver<Received>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut parsed = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut batch, BATCH).await > 0 {
+            parsed.clear();
+            for r in batch.drain(..) {
+                match parse(
+                    &r.body,
+                    &r.channel,
+                    r.unwrap_envelope,
+                    &self.settings.key_fields,
+                    self.settings.max_payload_bytes,
+                ) {
+                    Ok(p) => parsed.push((r, p)),
+                    Err(e) => self.reject(&r, &e).await,
+                }
+            }
+            let fresh = self.dedupe(&parsed).await;
+            for ((r, p), fresh) in parsed.drain(..).zip(fresh) {
+                if !fresh {
+                    metrics::counter!(metric::DUPLICATES_DROPPED).increment(1);
+                    tracing::debug!(idempotency_key = %p.idempotency_key, "duplicate dropped");
+                    continue;
+                }
+                let msg = Arc::new(Message {
+                    idempotency_key: p.idempotency_key,
+                    event_type: p.event_type,
+                    source: r.source,
+                    channel: r.channel,
+                    body: p.body,
+                    received_at: r.received_at,
+                    traceparent: p.traceparent,
+                });
+                self.fan_out(msg).await;
+            }
+        }
+        tracing::debug!("ingest stopped");
+    }
+
+    /// For each message: whether its key was not seen within the window. If Redis cannot be
+    /// asked, every message counts as fresh: delivering twice (receivers de-duplicate by key)
+    /// beats losing one.
+    async fn dedupe(&self, parsed: &[(Received, Parsed)]) -> Vec<bool> {
+        if parsed.is_empty() {
+            return Vec::new();
+        }
+        let ms = self.settings.dedupe_window.as_millis().max(1) as u64;
+        let mut pipe = redis::pipe();
+        for (_, p) in parsed {
+            pipe.cmd("SET")
+                .arg(format!(
+                    "{}{}",
+                    self.settings.seen_prefix, p.idempotency_key
+                ))
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(ms);
+        }
+        let mut conn = self.redis.clone();
+        match pipe.query_async::<Vec<Option<String>>>(&mut conn).await {
+            Ok(replies) => replies.into_iter().map(|r| r.is_some()).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "de-duplication unavailable; delivering without it");
+                vec![true; parsed.len()]
+            }
+        }
+    }
+
+    /// Pushes one job per matching endpoint.
+    pub async fn fan_out(&self, msg: Arc<Message>) {
+        let routes = self
+            .routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut matched = 0;
+        for route in routes.iter() {
+            if !route.endpoint.matches(&msg.channel, &msg.event_type) {
+                continue;
+            }
+            matched += 1;
+            match route.queue.push(Job::new(msg.clone())) {
+                Ok(()) => route.state.queued_gauge(route.queue.depth()),
+                Err(Full(job)) => {
+                    let dl = dead_letter(
+                        &job,
+                        &route.endpoint.name,
+                        Stage::Ingest,
+                        "endpoint queue is full (memory durability holds at most 100000 jobs per endpoint)",
+                    );
+                    self.dlq.add_reliably(&dl, Duration::from_secs(30)).await;
+                    route.state.dead_lettered(&dl.error);
+                }
+            }
+        }
+        if matched == 0 {
+            tracing::debug!(idempotency_key = %msg.idempotency_key, channel = %msg.channel, event_type = %msg.event_type, "no endpoint matches");
+        }
+    }
+
+    async fn reject(&self, r: &Received, e: &IngestError) {
+        tracing::warn!(source = %r.source, channel = %r.channel, error = %e, "message cannot be ingested; dead-lettered");
+        let now = SystemTime::now();
+        let dl = DeadLetter {
+            id: String::new(),
+            endpoint: String::new(),
+            stage: Stage::Ingest,
+            idempotency_key: fallback_key(&r.channel, &r.body),
+            event_type: String::new(),
+            source: r.source.to_string(),
+            channel: r.channel.clone(),
+            body: r.body.clone(),
+            attempts: 0,
+            last_status: None,
+            error: e.to_string(),
+            received_at_ms: unix_ms(r.received_at),
+            failed_at_ms: unix_ms(now),
+        };
+        self.dlq.add_reliably(&dl, Duration::from_secs(30)).await;
+    }
+}
+
+/// The dead-letter entry for a job.
+pub fn dead_letter(job: &Job, endpoint: &str, stage: Stage, error: &str) -> DeadLetter {
+    DeadLetter {
+        id: String::new(),
+        endpoint: endpoint.to_string(),
+        stage,
+        idempotency_key: job.msg.idempotency_key.clone(),
+        event_type: job.msg.event_type.clone(),
+        source: job.msg.source.to_string(),
+        channel: job.msg.channel.clone(),
+        body: job.msg.body.clone(),
+        attempts: job.attempts,
+        last_status: job.last_status,
+        error: error.to_string(),
+        received_at_ms: unix_ms(job.msg.received_at),
+        failed_at_ms: unix_ms(SystemTime::now()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixtures() -> serde_json::Value {
+        serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/signatures.json"
+        )))
+        .unwrap()
+    }
+
+    fn default_fields() -> Vec<String> {
+        ["model_id", "token_symbol", "mlflow_run_id", "model_version"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    #[test]
+    fn reproduces_the_registry_publishers_idempotency_key() {
+        let f = fixtures();
+        let body = Bytes::from(
+            f["model_ready_message"]["body"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+        let p = parse(
+            &body,
+            "hokusai:model_ready_queue:pubsub",
+            false,
+            &default_fields(),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(
+            p.idempotency_key,
+            f["model_ready_message"]["idempotency_key"]
+                .as_str()
+                .unwrap()
+        );
+        assert_eq!(p.body, body, "the body is forwarded byte for byte");
+    }
+
+    #[test]
+    fn unwraps_the_envelope_and_keys_by_message_id() {
+        let f = fixtures();
+        let body = Bytes::from(f["envelope"]["body"].as_str().unwrap().to_string());
+        let p = parse(
+            &body,
+            "hokusai:model_ready_queue",
+            true,
+            &default_fields(),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(
+            p.idempotency_key,
+            f["envelope"]["idempotency_key"].as_str().unwrap()
+        );
+        assert_eq!(p.event_type, "model_ready_to_deploy");
+        let expected_payload = f["model_ready_message"]["body"].as_str().unwrap();
+        assert_eq!(std::str::from_utf8(&p.body).unwrap(), expected_payload);
+    }
+
+    #[test]
+    fn an_explicit_idempotency_key_field_wins_over_the_fields() {
+        let body = Bytes::from_static(br#"{"idempotency_key":"k-1","model_id":"m","token_symbol":"t","mlflow_run_id":"r","model_version":"1"}"#);
+        let p = parse(&body, "c", false, &default_fields(), 1 << 20).unwrap();
+        assert_eq!(p.idempotency_key, "k-1");
+    }
+
+    #[test]
+    fn missing_fields_fall_back_to_a_hash_of_channel_and_body() {
+        let body = Bytes::from_static(br#"{"model_id":"m"}"#);
+        let a = parse(&body, "c1", false, &default_fields(), 1 << 20).unwrap();
+        let b = parse(&body, "c1", false, &default_fields(), 1 << 20).unwrap();
+        let c = parse(&body, "c2", false, &default_fields(), 1 << 20).unwrap();
+        assert_eq!(a.idempotency_key, b.idempotency_key);
+        assert_ne!(a.idempotency_key, c.idempotency_key);
+        assert_eq!(a.idempotency_key, fallback_key("c1", &body));
+    }
+
+    #[test]
+    fn event_type_comes_from_event_type_then_message_type_then_channel() {
+        let fields = default_fields();
+        let p = |b: &'static [u8]| {
+            parse(&Bytes::from_static(b), "chan", false, &fields, 1 << 20)
+                .unwrap()
+                .event_type
+        };
+        assert_eq!(p(br#"{"event_type":"a","message_type":"b"}"#), "a");
+        assert_eq!(p(br#"{"message_type":"b"}"#), "b");
+        assert_eq!(p(br#"{"x":1}"#), "chan");
+        assert_eq!(p(br#"[1,2]"#), "chan");
+    }
+
+    #[test]
+    fn non_json_and_oversized_messages_are_rejected_with_a_reason() {
+        let f = default_fields();
+        let e = parse(&Bytes::from_static(b"not json"), "c", false, &f, 1 << 20).unwrap_err();
+        assert!(matches!(e, IngestError::NotJson(_)), "{e}");
+        let e = parse(
+            &Bytes::from_static(b"{\"a\":\"0123456789\"}"),
+            "c",
+            false,
+            &f,
+            8,
+        )
+        .unwrap_err();
+        assert_eq!(e, IngestError::TooLarge { size: 18, max: 8 });
+        assert!(e.to_string().contains("max_payload_bytes"));
+        let e = parse(&Bytes::from_static(b"{\"a\":1}"), "c", true, &f, 1 << 20).unwrap_err();
+        assert_eq!(e, IngestError::NotEnvelope("no `payload` field"));
+    }
+
+    #[test]
+    fn numeric_fields_join_as_written() {
+        let body = Bytes::from_static(
+            br#"{"model_id":"m","token_symbol":"t","mlflow_run_id":"r","model_version":3}"#,
+        );
+        let p = parse(&body, "c", false, &default_fields(), 1 << 20).unwrap();
+        assert_eq!(
+            p.idempotency_key,
+            Uuid::new_v5(&Uuid::NAMESPACE_DNS, b"m:t:r:3").to_string()
+        );
+    }
+}

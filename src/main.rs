@@ -1,1 +1,108 @@
-fn main() {}
+//! `redis-webhook-bridge`: parses the command line, loads config, starts telemetry and hands
+//! over to the library. Exit codes: 0 ok, 1 runtime failure, 2 usage, 78 configuration.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use redis_webhook_bridge::cli::{Cli, Command};
+use redis_webhook_bridge::config::{Config, ConfigError, LoadOptions, LogConfig, LogFormat};
+use redis_webhook_bridge::{bridge, commands, exit, shutdown, telemetry};
+
+fn main() -> ExitCode {
+    // `.env` first: clap reads BRIDGE_CONFIG and BRIDGE_DUAL from the environment.
+    let dotenv = dotenvy::from_path(".env");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE as u8 } else { 0 });
+        }
+    };
+    if let Err(e) = &dotenv
+        && !e.not_found()
+    {
+        eprintln!("error: .env in the working directory cannot be read: {e}");
+        return ExitCode::from(exit::CONFIG as u8);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::RUNTIME as u8);
+        }
+    };
+    let code = runtime.block_on(dispatch(cli));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    ExitCode::from(code as u8)
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    let mut opts = LoadOptions {
+        file: cli.config.clone(),
+        redis_url: cli.redis_url.clone(),
+        log_level: cli.log_level.clone(),
+        log_format: cli.log_format.clone(),
+        admin_listen: None,
+    };
+    let result = match cli.command {
+        Command::Run(args) => {
+            opts.admin_listen = args.admin_listen;
+            match Config::load(&opts) {
+                Ok(cfg) => {
+                    telemetry::init_logging(&cfg.log);
+                    run(cfg, args).await
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::CheckConfig => commands::check_config::run(&opts),
+        Command::Dlq(cmd) => {
+            quiet_logging();
+            match Config::load(&opts) {
+                Ok(cfg) => commands::dlq::run(cfg, cmd).await,
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Receive(args) => {
+            quiet_logging();
+            commands::receive::run(args).await
+        }
+        Command::Sign(args) => commands::sign::run(args).await,
+        Command::Verify(args) => commands::verify::run(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(ce) = e.downcast_ref::<ConfigError>() {
+                eprintln!("configuration error: {ce}");
+                exit::CONFIG
+            } else {
+                eprintln!("error: {e:#}");
+                exit::RUNTIME
+            }
+        }
+    }
+}
+
+async fn run(cfg: Config, args: redis_webhook_bridge::cli::RunArgs) -> anyhow::Result<i32> {
+    let metrics = telemetry::init_metrics()?;
+    let shutdown = shutdown::Shutdown::new();
+    shutdown.on_signals();
+    let opts = bridge::RunOptions {
+        dual: args.dual,
+        metrics_emf: args.metrics_emf,
+    };
+    bridge::run(cfg, opts, metrics, shutdown).await?;
+    Ok(exit::OK)
+}
+
+/// Commands other than `run` log warnings and errors only, as text on stderr.
+fn quiet_logging() {
+    telemetry::init_logging(&LogConfig {
+        format: LogFormat::Text,
+        level: "warn".into(),
+    });
+}

@@ -1,1 +1,185 @@
-//! telemetry
+//! Telemetry: the log subscriber (json or text), the Prometheus metrics registry and the
+//! W3C trace context sent with each webhook.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Metric names, exactly as the contract lists them.
+pub mod metric {
+    /// Counter{endpoint}: deliveries that got a 2xx.
+    pub const PUBLISH_SUCCESS: &str = "webhook_publish_success_total";
+    /// Counter{endpoint,reason}: failed attempts.
+    pub const PUBLISH_FAILURE: &str = "webhook_publish_failure_total";
+    /// Counter{endpoint}: retries scheduled.
+    pub const RETRY_COUNT: &str = "webhook_retry_count_total";
+    /// Gauge{endpoint}: 0 closed, 1 open, 2 half-open.
+    pub const CIRCUIT_STATE: &str = "webhook_circuit_breaker_state";
+    /// Histogram{endpoint}: one HTTP attempt.
+    pub const DELIVERY_DURATION: &str = "webhook_delivery_duration_seconds";
+    /// Histogram{endpoint}: receipt to delivered.
+    pub const END_TO_END: &str = "webhook_end_to_end_latency_seconds";
+    /// Counter{source}: messages read from Redis.
+    pub const MESSAGES_RECEIVED: &str = "bridge_messages_received_total";
+    /// Counter: messages dropped as repeats of an idempotency key.
+    pub const DUPLICATES_DROPPED: &str = "bridge_duplicates_dropped_total";
+    /// Counter{target}: messages republished (dual mode).
+    pub const REPUBLISHED: &str = "bridge_messages_republished_total";
+    /// Gauge{endpoint}: jobs waiting (ready + scheduled retries).
+    pub const QUEUE_DEPTH: &str = "bridge_queue_depth";
+    /// Gauge: entries in the dead-letter stream.
+    pub const DLQ_DEPTH: &str = "bridge_dlq_depth";
+    /// Counter{source}: lost subscriptions.
+    pub const SOURCE_DISCONNECTS: &str = "bridge_source_disconnects_total";
+    /// Counter{result}: config reloads.
+    pub const CONFIG_RELOADS: &str = "bridge_config_reloads_total";
+    /// Gauge{channel}: subscribers of a source channel other than the bridge.
+    pub const LEGACY_SUBSCRIBERS: &str = "bridge_legacy_subscribers";
+}
+
+/// Histogram buckets that suit webhooks: 1 ms … 60 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Installs the log subscriber. `RUST_LOG`, when set, wins over `log.level`. Logs go to
+/// stderr so that stdout stays free for command output.
+pub fn init_logging(cfg: &LogConfig) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(&cfg.level));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match cfg.format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+    };
+    // A second init (tests, reload) keeps the first subscriber.
+    let _ = result;
+}
+
+/// Installs the Prometheus recorder and describes every metric. Call once per process.
+pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+        .install_recorder()?;
+    describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        metric::PUBLISH_SUCCESS,
+        "Webhook deliveries answered with 2xx"
+    );
+    describe_counter!(metric::PUBLISH_FAILURE, "Failed webhook attempts by reason");
+    describe_counter!(metric::RETRY_COUNT, "Webhook retries scheduled");
+    describe_gauge!(
+        metric::CIRCUIT_STATE,
+        "Circuit breaker state: 0 closed, 1 open, 2 half-open"
+    );
+    describe_histogram!(
+        metric::DELIVERY_DURATION,
+        Unit::Seconds,
+        "Duration of one HTTP attempt"
+    );
+    describe_histogram!(metric::END_TO_END, Unit::Seconds, "Receipt to delivered");
+    describe_counter!(
+        metric::MESSAGES_RECEIVED,
+        "Messages read from Redis sources"
+    );
+    describe_counter!(
+        metric::DUPLICATES_DROPPED,
+        "Messages dropped as repeats of an idempotency key"
+    );
+    describe_counter!(metric::REPUBLISHED, "Messages republished in dual mode");
+    describe_gauge!(metric::QUEUE_DEPTH, "Delivery jobs waiting per endpoint");
+    describe_gauge!(metric::DLQ_DEPTH, "Entries in the dead-letter stream");
+    describe_counter!(metric::SOURCE_DISCONNECTS, "Lost Redis subscriptions");
+    describe_counter!(metric::CONFIG_RELOADS, "Config reloads by result");
+    describe_gauge!(
+        metric::LEGACY_SUBSCRIBERS,
+        "Non-bridge subscribers of a source channel"
+    );
+}
+
+/// A W3C `traceparent` for one delivery: continues the publisher's trace when the payload
+/// carried a valid `traceparent`, else starts a new trace. The span id is always new.
+pub fn traceparent(parent: Option<&str>) -> String {
+    let trace_id = parent
+        .and_then(parse_trace_id)
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>() | 1));
+    format!("00-{trace_id}-{:016x}-01", rand::random::<u64>() | 1)
+}
+
+/// The trace id of a valid version-00 `traceparent`.
+fn parse_trace_id(tp: &str) -> Option<String> {
+    let mut parts = tp.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    };
+    (version == "00"
+        && hex(trace, 32)
+        && hex(span, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parts.next().is_none())
+    .then(|| trace.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_continues_a_valid_parent_trace() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let tp = traceparent(Some(parent));
+        assert!(
+            tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{tp}"
+        );
+        assert!(
+            !tp.contains("00f067aa0ba902b7"),
+            "span id must be new: {tp}"
+        );
+    }
+
+    #[test]
+    fn traceparent_starts_a_new_trace_for_garbage() {
+        let tp = traceparent(Some("00-zz-zz-01"));
+        let parts: Vec<_> = tp.split('-').collect();
+        assert_eq!(parts.len(), 4);
+        assert_eq!(parts[1].len(), 32);
+        assert_eq!(parts[2].len(), 16);
+        assert!(parse_trace_id(&tp).is_some());
+    }
+}

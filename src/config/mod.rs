@@ -1,4 +1,1088 @@
-//! Configuration: layering, legacy variables, secrets, validation.
+//! Configuration: figment layering, the registry's legacy variables, secret references,
+//! validation.
+//!
+//! Layers, later wins: built-in defaults → TOML file → legacy variables (`WEBHOOK_*`,
+//! `REDIS_*`, `ENABLE_REDIS_FALLBACK`) → `BRIDGE_*` variables (`__` nests) → command-line
+//! flags. `.env` is loaded into the environment by `main` before this runs. The result,
+//! [`Config`], holds checked values only: URLs parsed, secrets resolved, durations typed.
 
+mod duration;
+mod raw;
 pub mod secret;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::Serialize;
+use url::Url;
+
+pub use duration::Dur;
+pub use raw::RawConfig;
 pub use secret::{Secret, SecretError};
+
+use crate::cli::Scheme;
+
+/// Everything that can be wrong with a configuration. Each message names the key (or
+/// variable, or file) and never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A key has a wrong value (or is unknown).
+    #[error("config key `{key}`{origin}: {message}")]
+    Invalid {
+        /// The dotted key, e.g. `endpoints[0].url`, or an environment variable's name.
+        key: String,
+        /// Where the value came from (` (in file x.toml)`), or empty.
+        origin: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            origin: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Inputs to [`Config::load`] that come from the command line.
+#[derive(Debug, Default, Clone)]
+pub struct LoadOptions {
+    /// `--config` / `BRIDGE_CONFIG`.
+    pub file: Option<PathBuf>,
+    /// `--redis-url`.
+    pub redis_url: Option<String>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<String>,
+    /// `run --admin-listen`.
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// `[redis]`.
+    pub redis: RedisConfig,
+    /// `[[sources]]`; defaults to the registry's pub/sub channel.
+    pub sources: Vec<SourceConfig>,
+    /// `[delivery]`.
+    pub delivery: DeliveryConfig,
+    /// `[[endpoints]]`; at least one.
+    pub endpoints: Vec<EndpointConfig>,
+    /// `[republish]`.
+    pub republish: RepublishConfig,
+    /// `[fallback]`.
+    pub fallback: FallbackConfig,
+    /// `[security]`.
+    pub security: SecurityConfig,
+    /// `[admin]`.
+    pub admin: AdminConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+    /// The file the config came from, if any (for reload).
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+/// A Redis URL; `Debug` and `Serialize` hide the password.
+#[derive(Clone)]
+pub struct RedisUrl(Url);
+
+impl RedisUrl {
+    /// Parses and checks the scheme (`redis`, `rediss`, `unix`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let url = Url::parse(text)
+            .map_err(|e| format!("not a valid URL ({e}); expected e.g. redis://127.0.0.1:6379"))?;
+        match url.scheme() {
+            "redis" | "rediss" | "unix" | "redis+unix" => Ok(Self(url)),
+            other => Err(format!(
+                "unsupported scheme `{other}`; use redis:// (or rediss:// for TLS)"
+            )),
+        }
+    }
+
+    /// The full URL, credentials included: only for opening the connection.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The URL with any password replaced by `***`, for logs and errors.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for RedisUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+/// Returns `url` with user-info password replaced by `***`.
+pub fn redact_url(url: &Url) -> String {
+    if url.password().is_some() {
+        let mut u = url.clone();
+        let _ = u.set_password(Some("***"));
+        u.to_string()
+    } else {
+        url.to_string()
+    }
+}
+
+/// `[redis]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RedisConfig {
+    /// Where Redis is.
+    pub url: RedisUrl,
+    /// Prefix of every key the bridge writes.
+    pub key_prefix: String,
+}
+
+impl RedisConfig {
+    /// `<key_prefix>:<suffix>`.
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}:{}", self.key_prefix, suffix)
+    }
+}
+
+/// What a source reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// SUBSCRIBE / PSUBSCRIBE.
+    Pubsub,
+    /// A list queue (LPUSH by the publisher).
+    List,
+    /// A stream read through a consumer group.
+    Stream,
+}
+
+/// One `[[sources]]` entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceConfig {
+    /// pubsub, list or stream.
+    pub kind: SourceKind,
+    /// A name for metrics and `/status` (default: `pubsub`, `list:<key>`, `stream:<key>`).
+    pub name: String,
+    /// Channels to SUBSCRIBE (pubsub).
+    pub channels: Vec<String>,
+    /// Patterns to PSUBSCRIBE (pubsub).
+    pub patterns: Vec<String>,
+    /// The list or stream key.
+    pub key: Option<String>,
+    /// The stream consumer group.
+    pub group: Option<String>,
+    /// Forward `envelope.payload` and key by `envelope.message_id`.
+    pub unwrap_envelope: bool,
+}
+
+/// Where delivery jobs wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// In process memory: in-flight and queued work is lost if the process dies.
+    Memory,
+    /// In Redis streams: survives crashes of the bridge.
+    Redis,
+}
+
+/// `[delivery]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryConfig {
+    /// Where queued jobs live.
+    pub durability: Durability,
+    /// Payload fields that, joined by `:`, name a message (uuid5 over them).
+    pub idempotency_key_fields: Vec<String>,
+    /// How long an idempotency key suppresses a repeat.
+    pub dedupe_window: Dur,
+    /// How long SIGTERM waits for in-flight attempts.
+    pub shutdown_timeout: Dur,
+}
+
+/// `circuit_breaker = { … }`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CircuitConfig {
+    /// Consecutive failed attempts that open the circuit.
+    pub failure_threshold: u32,
+    /// How long it stays open before one probe.
+    pub recovery_time: Dur,
+}
+
+/// An endpoint URL, checked against `[security]` at load.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EndpointUrl(Url);
+
+impl EndpointUrl {
+    /// The URL.
+    pub fn url(&self) -> &Url {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for EndpointUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+impl std::fmt::Display for EndpointUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+impl Serialize for EndpointUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+/// One `[[endpoints]]` entry, every default applied.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointConfig {
+    /// Unique name: used in metrics, logs, Redis keys and `dlq replay --endpoint`.
+    pub name: String,
+    /// Where to POST.
+    pub url: EndpointUrl,
+    /// First signs; the rest are accepted during rotation (or all sign).
+    pub secrets: Vec<Secret>,
+    /// Signature scheme.
+    pub signature: Scheme,
+    /// One signature per secret.
+    pub sign_with_all_secrets: bool,
+    /// Globs over the source channel / key name.
+    pub channels: Vec<String>,
+    /// Event types to deliver (globs); empty = all.
+    pub event_types: Vec<String>,
+    /// Per-attempt timeout.
+    pub timeout: Dur,
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// First retry delay; doubles each retry.
+    pub retry_delay: Dur,
+    /// Cap of a retry delay (and of `Retry-After`).
+    pub max_retry_delay: Dur,
+    /// In-flight requests to this endpoint (1 when `ordered`).
+    pub concurrency: usize,
+    /// One at a time, in arrival order.
+    pub ordered: bool,
+    /// Circuit breaker.
+    pub circuit_breaker: CircuitConfig,
+    /// Extra static headers.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl EndpointConfig {
+    /// Whether a message from `channel` with `event_type` goes to this endpoint.
+    pub fn matches(&self, channel: &str, event_type: &str) -> bool {
+        let glob =
+            |pats: &[String], s: &str| pats.iter().any(|p| wildmatch::WildMatch::new(p).matches(s));
+        glob(&self.channels, channel)
+            && (self.event_types.is_empty() || glob(&self.event_types, event_type))
+    }
+}
+
+/// Republish target kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// PUBLISH to a channel.
+    Channel,
+    /// LPUSH to a list.
+    List,
+    /// XADD to a stream.
+    Stream,
+}
+
+/// A republish or fallback target.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetConfig {
+    /// channel, list or stream.
+    pub kind: TargetKind,
+    /// The key or channel.
+    pub key: String,
+    /// Another Redis, if not the main one.
+    pub redis_url: Option<RedisUrl>,
+}
+
+/// `[republish]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepublishConfig {
+    /// Targets used with `--dual`.
+    pub targets: Vec<TargetConfig>,
+}
+
+/// `[fallback]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FallbackConfig {
+    /// `ENABLE_REDIS_FALLBACK`.
+    pub enabled: bool,
+    /// Where dead-lettered bodies also go.
+    pub target: TargetConfig,
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecurityConfig {
+    /// Allow `http://` endpoints.
+    pub allow_http: bool,
+    /// Allow endpoints on loopback, private, link-local and metadata addresses.
+    pub allow_private_networks: bool,
+    /// Larger messages are dead-lettered.
+    pub max_payload_bytes: usize,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminConfig {
+    /// Listen address of the admin server.
+    pub listen: SocketAddr,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogConfig {
+    /// json or text.
+    pub format: LogFormat,
+    /// A tracing filter directive (`info`, `redis_webhook_bridge=debug`).
+    pub level: String,
+}
+
+/// The registry's variables, with their old defaults, as read from the environment.
+struct Legacy {
+    timeout: Option<Dur>,
+    max_retries: Option<u32>,
+    retry_delay: Option<Dur>,
+    cb_threshold: Option<u32>,
+    cb_recovery: Option<Dur>,
+}
+
+const DEFAULT_TIMEOUT: Dur = Dur::secs(30);
+const DEFAULT_MAX_RETRIES: u32 = 5;
+const DEFAULT_RETRY_DELAY: Dur = Dur::secs(2);
+const DEFAULT_MAX_RETRY_DELAY: Dur = Dur::secs(3600);
+const DEFAULT_CB_THRESHOLD: u32 = 5;
+const DEFAULT_CB_RECOVERY: Dur = Dur::secs(60);
+const DEFAULT_CONCURRENCY: usize = 64;
+/// The registry's pub/sub channel: the default source.
+pub const DEFAULT_CHANNEL: &str = "hokusai:model_ready_queue:pubsub";
+
+/// Headers the bridge sets itself; `headers = {}` may not override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "user-agent",
+    "traceparent",
+    "x-hokusai-idempotency-key",
+    "x-hokusai-event",
+    "x-hokusai-delivery-attempt",
+    "x-hokusai-signature",
+    "x-hokusai-timestamp",
+    "x-hokusai-nonce",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+impl Config {
+    /// Loads from the file, the process environment and the flags in `opts`.
+    pub fn load(opts: &LoadOptions) -> Result<Self, ConfigError> {
+        Self::load_with_env(opts, &|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Config::load`], reading legacy variables through `env` (tests inject it;
+    /// `BRIDGE_*` variables are always read from the process environment).
+    pub fn load_with_env(
+        opts: &LoadOptions,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(RawConfig::default()));
+        if let Some(path) = &opts.file {
+            std::fs::metadata(path).map_err(|e| ConfigError::File {
+                path: path.clone(),
+                reason: format!("{e}; pass an existing file with --config or BRIDGE_CONFIG"),
+            })?;
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = legacy_layer(fig, env)?;
+        fig = fig.merge(
+            Env::prefixed("BRIDGE_")
+                .ignore(&["CONFIG", "DUAL"])
+                .split("__"),
+        );
+        if let Some(url) = &opts.redis_url {
+            fig = fig.merge(Serialized::default("redis.url", url));
+        }
+        if let Some(level) = &opts.log_level {
+            fig = fig.merge(Serialized::default("log.level", level));
+        }
+        if let Some(format) = &opts.log_format {
+            fig = fig.merge(Serialized::default("log.format", format));
+        }
+        if let Some(addr) = &opts.admin_listen {
+            fig = fig.merge(Serialized::default("admin.listen", addr.to_string()));
+        }
+        let raw: RawConfig = fig.extract().map_err(from_figment)?;
+        let legacy = Legacy::read(env)?;
+        let mut cfg = validate(raw, &legacy, env)?;
+        cfg.file = opts.file.clone();
+        Ok(cfg)
+    }
+
+    /// The endpoint called `name`.
+    pub fn endpoint(&self, name: &str) -> Option<&EndpointConfig> {
+        self.endpoints.iter().find(|e| e.name == name)
+    }
+
+    /// The effective config as TOML, every secret shown as `***`.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// `REDIS_URL` / `REDIS_HOST`… and `ENABLE_REDIS_FALLBACK` as a figment layer.
+fn legacy_layer(
+    mut fig: Figment,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Figment, ConfigError> {
+    let nonempty = |n: &str| env(n).filter(|v| !v.trim().is_empty());
+    if let Some(url) = nonempty("REDIS_URL") {
+        fig = fig.merge(Serialized::default("redis.url", url));
+    } else if let Some(host) = nonempty("REDIS_HOST") {
+        let port = nonempty("REDIS_PORT").unwrap_or_else(|| "6379".into());
+        port.parse::<u16>().map_err(|_| {
+            ConfigError::invalid("REDIS_PORT", format!("`{port}` is not a port number"))
+        })?;
+        let mut url = Url::parse("redis://localhost")
+            .map_err(|e| ConfigError::invalid("REDIS_HOST", e.to_string()))?;
+        url.set_host(Some(&host))
+            .map_err(|e| ConfigError::invalid("REDIS_HOST", format!("`{host}`: {e}")))?;
+        let _ = url.set_port(port.parse().ok());
+        if let Some(token) = nonempty("REDIS_AUTH_TOKEN") {
+            let _ = url.set_password(Some(&token));
+        }
+        fig = fig.merge(Serialized::default("redis.url", url.to_string()));
+    }
+    if let Some(v) = nonempty("ENABLE_REDIS_FALLBACK") {
+        let on = parse_bool(&v).ok_or_else(|| {
+            ConfigError::invalid(
+                "ENABLE_REDIS_FALLBACK",
+                format!("`{v}` is not a boolean; use true or false"),
+            )
+        })?;
+        fig = fig.merge(Serialized::default("fallback.enabled", on));
+    }
+    Ok(fig)
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+impl Legacy {
+    fn read(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |n: &str| env(n).filter(|v| !v.trim().is_empty());
+        let dur = |n: &str| -> Result<Option<Dur>, ConfigError> {
+            get(n)
+                .map(|v| Dur::parse(&v).map_err(|m| ConfigError::invalid(n, m)))
+                .transpose()
+        };
+        let num = |n: &str| -> Result<Option<u32>, ConfigError> {
+            get(n)
+                .map(|v| {
+                    v.trim().parse::<u32>().map_err(|_| {
+                        ConfigError::invalid(n, format!("`{v}` is not a whole number"))
+                    })
+                })
+                .transpose()
+        };
+        Ok(Self {
+            timeout: dur("WEBHOOK_TIMEOUT")?,
+            max_retries: num("WEBHOOK_MAX_RETRIES")?,
+            retry_delay: dur("WEBHOOK_RETRY_DELAY")?,
+            cb_threshold: num("WEBHOOK_CIRCUIT_BREAKER_FAILURE_THRESHOLD")?,
+            cb_recovery: dur("WEBHOOK_CIRCUIT_BREAKER_RECOVERY_TIME")?,
+        })
+    }
+}
+
+/// Turns a figment error into one that names the key and where its value came from.
+fn from_figment(e: figment::Error) -> ConfigError {
+    let key = display_key(&e.path);
+    let origin = match &e.metadata {
+        Some(md) => match &md.source {
+            Some(figment::Source::File(p)) => format!(" (in file {})", p.display()),
+            Some(_) | None if md.name.contains("environment") => {
+                let var = format!("BRIDGE_{}", e.path.join("__").to_uppercase());
+                format!(" (from environment variable {var})")
+            }
+            _ => String::new(),
+        },
+        None => String::new(),
+    };
+    let message = match &e.kind {
+        figment::error::Kind::UnknownField(f, expected) => format!(
+            "unknown key `{f}`; expected one of: {}",
+            expected.join(", ")
+        ),
+        other => other.to_string(),
+    };
+    ConfigError::Invalid {
+        key: if key.is_empty() { "(file)".into() } else { key },
+        origin,
+        message,
+    }
+}
+
+/// `["endpoints", "0", "url"]` → `endpoints[0].url`.
+fn display_key(path: &[String]) -> String {
+    let mut out = String::new();
+    for part in path {
+        if part.chars().all(|c| c.is_ascii_digit()) && !out.is_empty() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+fn validate(
+    raw: RawConfig,
+    legacy: &Legacy,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let redis_url =
+        RedisUrl::parse(&raw.redis.url).map_err(|m| ConfigError::invalid("redis.url", m))?;
+    if raw.redis.key_prefix.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "redis.key_prefix",
+            "must not be empty",
+        ));
+    }
+
+    let sources = validate_sources(raw.sources)?;
+
+    let durability = match raw.delivery.durability.as_str() {
+        "memory" => Durability::Memory,
+        "redis" => Durability::Redis,
+        other => {
+            return Err(ConfigError::invalid(
+                "delivery.durability",
+                format!("unknown value `{other}`; use \"redis\" or \"memory\""),
+            ));
+        }
+    };
+    if raw
+        .delivery
+        .idempotency_key_fields
+        .iter()
+        .any(|f| f.is_empty())
+    {
+        return Err(ConfigError::invalid(
+            "delivery.idempotency_key_fields",
+            "field names must not be empty",
+        ));
+    }
+
+    let security = SecurityConfig {
+        allow_http: raw.security.allow_http,
+        allow_private_networks: raw.security.allow_private_networks,
+        max_payload_bytes: raw.security.max_payload_bytes,
+    };
+    if security.max_payload_bytes == 0 {
+        return Err(ConfigError::invalid(
+            "security.max_payload_bytes",
+            "must be greater than 0",
+        ));
+    }
+
+    let mut raw_endpoints = raw.endpoints;
+    if raw_endpoints.is_empty() {
+        if let Some(url) = env("WEBHOOK_URL").filter(|v| !v.trim().is_empty()) {
+            let secret = env("WEBHOOK_SECRET")
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    ConfigError::invalid(
+                        "WEBHOOK_SECRET",
+                        "WEBHOOK_URL is set but WEBHOOK_SECRET is not; every endpoint needs a signing secret",
+                    )
+                })?;
+            raw_endpoints.push(raw::RawEndpoint {
+                name: "default".into(),
+                url,
+                secrets: vec![Secret::from_bytes(secret)],
+                ..Default::default()
+            });
+        }
+    }
+    if raw_endpoints.is_empty() {
+        return Err(ConfigError::invalid(
+            "endpoints",
+            "no endpoint configured; add an [[endpoints]] table or set WEBHOOK_URL and WEBHOOK_SECRET",
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut endpoints = Vec::with_capacity(raw_endpoints.len());
+    for (i, ep) in raw_endpoints.into_iter().enumerate() {
+        let e = validate_endpoint(i, ep, legacy, &security)?;
+        if !names.insert(e.name.clone()) {
+            return Err(ConfigError::invalid(
+                format!("endpoints[{i}].name"),
+                format!(
+                    "`{}` is used by another endpoint; names must be unique",
+                    e.name
+                ),
+            ));
+        }
+        endpoints.push(e);
+    }
+
+    let targets = raw
+        .republish
+        .targets
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| validate_target(&format!("republish.targets[{i}]"), t))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, t) in targets.iter().enumerate() {
+        let same_redis = t
+            .redis_url
+            .as_ref()
+            .is_none_or(|u| u.expose() == redis_url.expose());
+        let loops = same_redis
+            && sources.iter().any(|s| match (s.kind, t.kind) {
+                (SourceKind::Pubsub, TargetKind::Channel) => {
+                    s.channels.contains(&t.key)
+                        || s.patterns.iter().any(|p| redis_glob_matches(p, &t.key))
+                }
+                (SourceKind::List, TargetKind::List) | (SourceKind::Stream, TargetKind::Stream) => {
+                    s.key.as_deref() == Some(t.key.as_str())
+                }
+                _ => false,
+            });
+        if loops {
+            return Err(ConfigError::invalid(
+                format!("republish.targets[{i}].key"),
+                format!(
+                    "`{}` is also a source: republishing there would loop; pick another key or another redis_url",
+                    t.key
+                ),
+            ));
+        }
+    }
+    let fallback_target = validate_target(
+        "fallback",
+        raw::RawTarget {
+            kind: raw.fallback.kind,
+            key: raw.fallback.key,
+            redis_url: None,
+        },
+    )?;
+
+    let listen: SocketAddr = raw.admin.listen.parse().map_err(|_| {
+        ConfigError::invalid(
+            "admin.listen",
+            format!(
+                "`{}` is not an address such as 127.0.0.1:9090",
+                raw.admin.listen
+            ),
+        )
+    })?;
+    let format = match raw.log.format.as_str() {
+        "json" => LogFormat::Json,
+        "text" => LogFormat::Text,
+        other => {
+            return Err(ConfigError::invalid(
+                "log.format",
+                format!("unknown value `{other}`; use \"json\" or \"text\""),
+            ));
+        }
+    };
+    tracing_subscriber::EnvFilter::try_new(&raw.log.level).map_err(|e| {
+        ConfigError::invalid(
+            "log.level",
+            format!("`{}` is not a log filter: {e}", raw.log.level),
+        )
+    })?;
+
+    Ok(Config {
+        redis: RedisConfig {
+            url: redis_url,
+            key_prefix: raw.redis.key_prefix,
+        },
+        sources,
+        delivery: DeliveryConfig {
+            durability,
+            idempotency_key_fields: raw.delivery.idempotency_key_fields,
+            dedupe_window: raw.delivery.dedupe_window,
+            shutdown_timeout: raw.delivery.shutdown_timeout,
+        },
+        endpoints,
+        republish: RepublishConfig { targets },
+        fallback: FallbackConfig {
+            enabled: raw.fallback.enabled,
+            target: fallback_target,
+        },
+        security,
+        admin: AdminConfig { listen },
+        log: LogConfig {
+            format,
+            level: raw.log.level,
+        },
+        file: None,
+    })
+}
+
+/// Redis glob semantics are close enough to wildmatch's `*`/`?` for loop detection.
+fn redis_glob_matches(pattern: &str, key: &str) -> bool {
+    wildmatch::WildMatch::new(pattern).matches(key)
+}
+
+fn validate_sources(raw: Vec<raw::RawSource>) -> Result<Vec<SourceConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Ok(vec![SourceConfig {
+            kind: SourceKind::Pubsub,
+            name: "pubsub".into(),
+            channels: vec![DEFAULT_CHANNEL.into()],
+            patterns: vec![],
+            key: None,
+            group: None,
+            unwrap_envelope: false,
+        }]);
+    }
+    let mut names = HashSet::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, s) in raw.into_iter().enumerate() {
+        let at = |k: &str| format!("sources[{i}].{k}");
+        let kind = match s.kind.as_str() {
+            "pubsub" | "" => SourceKind::Pubsub,
+            "list" => SourceKind::List,
+            "stream" => SourceKind::Stream,
+            other => {
+                return Err(ConfigError::invalid(
+                    at("kind"),
+                    format!("unknown source kind `{other}`; use pubsub, list or stream"),
+                ));
+            }
+        };
+        let name = match kind {
+            SourceKind::Pubsub => {
+                if s.channels.is_empty() && s.patterns.is_empty() {
+                    return Err(ConfigError::invalid(
+                        at("channels"),
+                        "a pubsub source needs at least one channel or pattern",
+                    ));
+                }
+                if s.channels.iter().chain(&s.patterns).any(|c| c.is_empty()) {
+                    return Err(ConfigError::invalid(
+                        at("channels"),
+                        "channel names must not be empty",
+                    ));
+                }
+                if s.key.is_some() || s.group.is_some() {
+                    return Err(ConfigError::invalid(
+                        at("key"),
+                        "`key` and `group` belong to list and stream sources; a pubsub source uses `channels`",
+                    ));
+                }
+                s.name.clone().unwrap_or_else(|| {
+                    if i == 0 {
+                        "pubsub".into()
+                    } else {
+                        format!("pubsub{i}")
+                    }
+                })
+            }
+            SourceKind::List | SourceKind::Stream => {
+                let key = s.key.as_deref().filter(|k| !k.is_empty()).ok_or_else(|| {
+                    ConfigError::invalid(at("key"), "a list or stream source needs `key`")
+                })?;
+                if !s.channels.is_empty() || !s.patterns.is_empty() {
+                    return Err(ConfigError::invalid(
+                        at("channels"),
+                        "`channels`/`patterns` belong to pubsub sources; a list or stream source uses `key`",
+                    ));
+                }
+                let prefix = if kind == SourceKind::List {
+                    "list"
+                } else {
+                    "stream"
+                };
+                s.name.clone().unwrap_or_else(|| format!("{prefix}:{key}"))
+            }
+        };
+        if !names.insert(name.clone()) {
+            return Err(ConfigError::invalid(
+                at("name"),
+                format!("`{name}` is used by another source"),
+            ));
+        }
+        let group = match kind {
+            SourceKind::Stream => Some(s.group.clone().unwrap_or_else(|| "webhook-bridge".into())),
+            _ => s.group.clone(),
+        };
+        out.push(SourceConfig {
+            kind,
+            name,
+            channels: s.channels,
+            patterns: s.patterns,
+            key: s.key,
+            group,
+            unwrap_envelope: s.unwrap_envelope,
+        });
+    }
+    Ok(out)
+}
+
+fn validate_target(at: &str, t: raw::RawTarget) -> Result<TargetConfig, ConfigError> {
+    let kind = match t.kind.as_str() {
+        "channel" => TargetKind::Channel,
+        "list" => TargetKind::List,
+        "stream" => TargetKind::Stream,
+        other => {
+            return Err(ConfigError::invalid(
+                format!("{at}.kind"),
+                format!("unknown target kind `{other}`; use channel, list or stream"),
+            ));
+        }
+    };
+    if t.key.is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{at}.key"),
+            "must not be empty",
+        ));
+    }
+    let redis_url = t
+        .redis_url
+        .map(|u| {
+            RedisUrl::parse(&u).map_err(|m| ConfigError::invalid(format!("{at}.redis_url"), m))
+        })
+        .transpose()?;
+    Ok(TargetConfig {
+        kind,
+        key: t.key,
+        redis_url,
+    })
+}
+
+fn validate_endpoint(
+    i: usize,
+    ep: raw::RawEndpoint,
+    legacy: &Legacy,
+    security: &SecurityConfig,
+) -> Result<EndpointConfig, ConfigError> {
+    let at = |k: &str| format!("endpoints[{i}].{k}");
+    if ep.name.is_empty()
+        || !ep
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ConfigError::invalid(
+            at("name"),
+            format!(
+                "`{}` is not a valid name; use letters, digits, '-', '_' or '.'",
+                ep.name
+            ),
+        ));
+    }
+    let url =
+        validate_endpoint_url(&ep.url, security).map_err(|m| ConfigError::invalid(at("url"), m))?;
+    if ep.secrets.is_empty() {
+        return Err(ConfigError::invalid(
+            at("secrets"),
+            "at least one signing secret is required (a literal, env:NAME or file:PATH)",
+        ));
+    }
+    let signature = ep.signature.unwrap_or(Scheme::HokusaiV2);
+    crate::delivery::signing::Signer::new(signature, &ep.secrets, ep.sign_with_all_secrets)
+        .map_err(|e| ConfigError::invalid(at("secrets"), e.to_string()))?;
+
+    let timeout = ep.timeout.or(legacy.timeout).unwrap_or(DEFAULT_TIMEOUT);
+    if timeout.0.is_zero() {
+        return Err(ConfigError::invalid(
+            at("timeout"),
+            "must be greater than 0",
+        ));
+    }
+    let retry_delay = ep
+        .retry_delay
+        .or(legacy.retry_delay)
+        .unwrap_or(DEFAULT_RETRY_DELAY);
+    let max_retry_delay = ep.max_retry_delay.unwrap_or(DEFAULT_MAX_RETRY_DELAY);
+    if max_retry_delay < retry_delay {
+        return Err(ConfigError::invalid(
+            at("max_retry_delay"),
+            format!("{max_retry_delay} is shorter than retry_delay {retry_delay}"),
+        ));
+    }
+    let concurrency = if ep.ordered {
+        1
+    } else {
+        ep.concurrency.unwrap_or(DEFAULT_CONCURRENCY)
+    };
+    if concurrency == 0 {
+        return Err(ConfigError::invalid(
+            at("concurrency"),
+            "must be at least 1",
+        ));
+    }
+    let failure_threshold = ep
+        .circuit_breaker
+        .failure_threshold
+        .or(legacy.cb_threshold)
+        .unwrap_or(DEFAULT_CB_THRESHOLD);
+    if failure_threshold == 0 {
+        return Err(ConfigError::invalid(
+            at("circuit_breaker.failure_threshold"),
+            "must be at least 1",
+        ));
+    }
+    let recovery_time = ep
+        .circuit_breaker
+        .recovery_time
+        .or(legacy.cb_recovery)
+        .unwrap_or(DEFAULT_CB_RECOVERY);
+    for (name, value) in &ep.headers {
+        let lname = name.to_ascii_lowercase();
+        http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            ConfigError::invalid(
+                at("headers"),
+                format!("`{name}` is not a valid header name"),
+            )
+        })?;
+        http::HeaderValue::from_str(value).map_err(|_| {
+            ConfigError::invalid(
+                at("headers"),
+                format!("the value of `{name}` is not a valid header value"),
+            )
+        })?;
+        if RESERVED_HEADERS.contains(&lname.as_str()) {
+            return Err(ConfigError::invalid(
+                at("headers"),
+                format!("`{name}` is set by the bridge itself and cannot be overridden"),
+            ));
+        }
+    }
+    let channels = ep.channels.unwrap_or_else(|| vec!["*".into()]);
+    if channels.is_empty() {
+        return Err(ConfigError::invalid(
+            at("channels"),
+            "an empty list matches nothing; use [\"*\"] for every channel",
+        ));
+    }
+    Ok(EndpointConfig {
+        name: ep.name,
+        url,
+        secrets: ep.secrets,
+        signature,
+        sign_with_all_secrets: ep.sign_with_all_secrets,
+        channels,
+        event_types: ep.event_types,
+        timeout,
+        max_retries: ep
+            .max_retries
+            .or(legacy.max_retries)
+            .unwrap_or(DEFAULT_MAX_RETRIES),
+        retry_delay,
+        max_retry_delay,
+        concurrency,
+        ordered: ep.ordered,
+        circuit_breaker: CircuitConfig {
+            failure_threshold,
+            recovery_time,
+        },
+        headers: ep.headers,
+    })
+}
+
+/// Checks an endpoint URL against the URL policy: http(s) only, `http` only with
+/// `allow_http`, no user-info (credentials belong in `headers` or secrets, not in URLs that
+/// end up in logs). Error messages never repeat user-info.
+pub fn validate_endpoint_url(text: &str, security: &SecurityConfig) -> Result<EndpointUrl, String> {
+    let url = Url::parse(text).map_err(|e| format!("not a valid URL ({e})"))?;
+    let shown = {
+        let mut u = url.clone();
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+        u.to_string()
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{shown}: credentials in the URL are not allowed; use `headers` for an Authorization header"
+        ));
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" if security.allow_http => {}
+        "http" => {
+            return Err(format!(
+                "{shown}: http:// is refused; use https:// or set security.allow_http = true for local testing"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "{shown}: scheme `{other}` is not supported; use https://"
+            ));
+        }
+    }
+    if url.host().is_none() {
+        return Err(format!("{shown}: the URL has no host"));
+    }
+    Ok(EndpointUrl(url))
+}
+
+/// A path for error messages.
+pub fn show_path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// The effective endpoint timeouts etc. are plain `Duration`s for the delivery code.
+impl CircuitConfig {
+    /// Recovery time as a `Duration`.
+    pub fn recovery(&self) -> Duration {
+        self.recovery_time.0
+    }
+}

@@ -123,7 +123,10 @@ mod tests {
     #[test]
     fn missing_env_reference_names_the_variable() {
         let e = Secret::resolve("env:RWB_TEST_SURELY_UNSET_VAR").unwrap_err();
-        assert_eq!(e, SecretError::MissingEnv("RWB_TEST_SURELY_UNSET_VAR".into()));
+        assert_eq!(
+            e,
+            SecretError::MissingEnv("RWB_TEST_SURELY_UNSET_VAR".into())
+        );
         assert!(e.to_string().contains("RWB_TEST_SURELY_UNSET_VAR"));
     }
 

@@ -1,0 +1,285 @@
+//! `dlq list | show | replay | purge`: inspect and re-drive dead-lettered deliveries.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::bridge::{build_endpoints, redis_manager};
+use crate::cli::DlqCommand;
+use crate::config::Config;
+use crate::dlq::{DeadLetter, Dlq, Stage, rfc3339};
+use crate::ingest::{self, Message};
+use crate::queue::Job;
+use crate::shutdown::Shutdown;
+
+/// Runs a `dlq` subcommand.
+pub async fn run(cfg: Config, cmd: DlqCommand) -> anyhow::Result<i32> {
+    let conn = redis_manager(&cfg.redis.url)?;
+    let dlq = Dlq::new(conn, &cfg);
+    let redis = cfg.redis.url.redacted();
+    match cmd {
+        DlqCommand::List {
+            limit,
+            endpoint,
+            json,
+        } => {
+            let entries = dlq
+                .list(limit, endpoint.as_deref())
+                .await
+                .with_context(|| format!("reading {} on {redis}", dlq.key()))?;
+            if json {
+                for e in &entries {
+                    println!("{}", serde_json::to_string(e)?);
+                }
+            } else {
+                println!(
+                    "{:<17} {:<16} {:<8} {:<36} {:>4} {:>6}  {:<24}  error",
+                    "id", "endpoint", "stage", "idempotency_key", "att", "status", "failed_at"
+                );
+                for e in &entries {
+                    println!(
+                        "{:<17} {:<16} {:<8} {:<36} {:>4} {:>6}  {:<24}  {}",
+                        e.id,
+                        if e.endpoint.is_empty() {
+                            "-"
+                        } else {
+                            &e.endpoint
+                        },
+                        stage(e.stage),
+                        e.idempotency_key,
+                        e.attempts,
+                        e.last_status
+                            .map(|s| s.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        rfc3339(e.failed_at_ms),
+                        e.error.chars().take(120).collect::<String>()
+                    );
+                }
+                eprintln!(
+                    "{} entr{} shown",
+                    entries.len(),
+                    if entries.len() == 1 { "y" } else { "ies" }
+                );
+            }
+            Ok(crate::exit::OK)
+        }
+        DlqCommand::Show { id } => {
+            let e = dlq
+                .get(&id)
+                .await
+                .with_context(|| format!("reading {} on {redis}", dlq.key()))?;
+            let mut v = serde_json::to_value(&e)?;
+            v["received_at"] = rfc3339(e.received_at_ms).into();
+            v["failed_at"] = rfc3339(e.failed_at_ms).into();
+            if let Ok(body) = serde_json::from_slice::<serde_json::Value>(&e.body) {
+                v["body"] = body;
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(crate::exit::OK)
+        }
+        DlqCommand::Purge { endpoint, yes } => {
+            if !yes {
+                eprintln!("dlq purge deletes entries for good; add --yes to confirm");
+                return Ok(crate::exit::USAGE);
+            }
+            let entries = dlq.list(usize::MAX, endpoint.as_deref()).await?;
+            let ids: Vec<String> = entries.into_iter().map(|e| e.id).collect();
+            let mut n = 0;
+            for chunk in ids.chunks(500) {
+                n += dlq.delete(chunk).await?;
+            }
+            println!("purged {n} entr{}", if n == 1 { "y" } else { "ies" });
+            Ok(crate::exit::OK)
+        }
+        DlqCommand::Replay { endpoint, all, ids } => replay(&cfg, &dlq, endpoint, all, ids).await,
+    }
+}
+
+fn stage(s: Stage) -> &'static str {
+    match s {
+        Stage::Ingest => "ingest",
+        Stage::Delivery => "delivery",
+    }
+}
+
+/// Re-drives entries through the same workers `run` uses (signing, retries, circuit
+/// breaker). Each entry is removed once settled: delivered, or dead-lettered anew with the
+/// new error. Entries whose endpoint no longer exists are left in place.
+async fn replay(
+    cfg: &Config,
+    dlq: &Dlq,
+    endpoint: Option<String>,
+    all: bool,
+    ids: Vec<String>,
+) -> anyhow::Result<i32> {
+    if !all && ids.is_empty() {
+        eprintln!("dlq replay needs entry ids or --all");
+        return Ok(crate::exit::USAGE);
+    }
+    if let Some(name) = &endpoint
+        && cfg.endpoint(name).is_none()
+    {
+        anyhow::bail!("--endpoint {name}: no such endpoint in the config");
+    }
+    let entries: Vec<DeadLetter> = if all {
+        dlq.list(usize::MAX, endpoint.as_deref()).await?
+    } else {
+        let mut v = Vec::new();
+        for id in &ids {
+            let e = dlq.get(id).await?;
+            if endpoint.as_deref().is_none_or(|n| n == e.endpoint) {
+                v.push(e);
+            }
+        }
+        v
+    };
+    if entries.is_empty() {
+        println!("nothing to replay");
+        return Ok(crate::exit::OK);
+    }
+
+    let endpoints = build_endpoints(cfg, dlq)?;
+    let shutdown = Shutdown::new();
+    for e in &endpoints {
+        tokio::spawn(
+            e.worker
+                .clone()
+                .run(shutdown.token.clone(), shutdown.tracker.clone()),
+        );
+    }
+    let ingest_settings = crate::ingest::IngestSettings {
+        key_fields: cfg.delivery.idempotency_key_fields.clone(),
+        max_payload_bytes: cfg.security.max_payload_bytes,
+        dedupe_window: cfg.delivery.dedupe_window.0,
+        seen_prefix: cfg.redis.key("seen:"),
+    };
+
+    let mut skipped = 0u64;
+    let mut queued = 0u64;
+    for e in &entries {
+        let received_at = UNIX_EPOCH + Duration::from_millis(e.received_at_ms);
+        let targets: Vec<_> = match e.stage {
+            Stage::Delivery => endpoints
+                .iter()
+                .filter(|r| r.route.endpoint.name == e.endpoint)
+                .collect(),
+            Stage::Ingest => endpoints
+                .iter()
+                .filter(|r| {
+                    endpoint
+                        .as_deref()
+                        .is_none_or(|n| n == r.route.endpoint.name)
+                })
+                .collect(),
+        };
+        let msg = match e.stage {
+            Stage::Delivery => Message {
+                idempotency_key: e.idempotency_key.clone(),
+                event_type: e.event_type.clone(),
+                source: Arc::from(e.source.as_str()),
+                channel: e.channel.clone(),
+                body: e.body.clone(),
+                received_at,
+                traceparent: None,
+            },
+            Stage::Ingest => {
+                match ingest::parse(
+                    &e.body,
+                    &e.channel,
+                    false,
+                    &ingest_settings.key_fields,
+                    ingest_settings.max_payload_bytes,
+                ) {
+                    Ok(p) => Message {
+                        idempotency_key: p.idempotency_key,
+                        event_type: p.event_type,
+                        source: Arc::from(e.source.as_str()),
+                        channel: e.channel.clone(),
+                        body: p.body,
+                        received_at,
+                        traceparent: p.traceparent,
+                    },
+                    Err(err) => {
+                        eprintln!("{}: still cannot be ingested ({err}); left in place", e.id);
+                        skipped += 1;
+                        continue;
+                    }
+                }
+            }
+        };
+        let targets: Vec<_> = targets
+            .into_iter()
+            .filter(|r| {
+                e.stage == Stage::Delivery
+                    || r.route.endpoint.matches(&msg.channel, &msg.event_type)
+            })
+            .collect();
+        if targets.is_empty() {
+            eprintln!(
+                "{}: endpoint `{}` is not in the config (or matches no endpoint); left in place",
+                e.id, e.endpoint
+            );
+            skipped += 1;
+            continue;
+        }
+        let msg = Arc::new(msg);
+        // An ingest-stage entry may fan out to several endpoints; only the last job removes it.
+        let last = targets.len() - 1;
+        for (i, r) in targets.iter().enumerate() {
+            let mut job = Job::new(msg.clone());
+            if i == last {
+                job.replay_of = Some(e.id.clone());
+            }
+            if r.route.queue.push(job).is_ok() {
+                queued += 1;
+            }
+        }
+    }
+
+    let bar = if queued >= 20 {
+        let b = ProgressBar::new(queued);
+        b.set_style(
+            ProgressStyle::with_template("replay {bar:40} {pos}/{len} settled, {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let settled = || -> (u64, u64) {
+        endpoints.iter().fold((0, 0), |(d, f), e| {
+            (
+                d + e.route.state.delivered.load(Ordering::Relaxed),
+                f + e.route.state.dead_lettered.load(Ordering::Relaxed),
+            )
+        })
+    };
+    let started = SystemTime::now();
+    loop {
+        let idle = endpoints.iter().all(|e| e.route.queue.outstanding() == 0);
+        let (d, f) = settled();
+        bar.set_position(d + f);
+        bar.set_message(format!("{d} delivered, {f} failed again"));
+        if idle {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bar.finish_and_clear();
+    shutdown.token.cancel();
+    shutdown.drain(Duration::from_secs(5)).await;
+    let (delivered, failed) = settled();
+    println!(
+        "replayed {queued} deliver{} in {:.1}s: {delivered} delivered, {failed} dead-lettered again, {skipped} skipped",
+        if queued == 1 { "y" } else { "ies" },
+        started.elapsed().unwrap_or_default().as_secs_f64()
+    );
+    Ok(if failed > 0 || skipped > 0 {
+        crate::exit::RUNTIME
+    } else {
+        crate::exit::OK
+    })
+}

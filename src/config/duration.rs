@@ -1,0 +1,103 @@
+//! Durations in config: strings such as `"500ms"`, `"30s"`, `"1h"`.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A duration read from config. Accepts humantime strings (`"2s"`, `"1h 30m"`) and, for the
+/// environment's sake, bare numbers meaning seconds (`BRIDGE_DELIVERY__SHUTDOWN_TIMEOUT=30`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    /// A duration of `secs` seconds.
+    pub const fn secs(secs: u64) -> Self {
+        Self(Duration::from_secs(secs))
+    }
+
+    /// Parses a humantime string, or a plain number of seconds (fractions allowed).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if let Ok(secs) = text.parse::<f64>() {
+            if secs.is_finite() && secs >= 0.0 {
+                return Ok(Self(Duration::from_secs_f64(secs)));
+            }
+            return Err(format!("`{text}` is not a valid duration"));
+        }
+        humantime::parse_duration(text).map(Self).map_err(|e| {
+            format!("`{text}` is not a valid duration ({e}); use e.g. \"500ms\", \"30s\", \"1h\"")
+        })
+    }
+}
+
+impl fmt::Debug for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl From<Dur> for Duration {
+    fn from(d: Dur) -> Self {
+        d.0
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"500ms\", \"30s\" or \"1h\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dur, E> {
+                Dur::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Dur, E> {
+                Ok(Dur::secs(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Dur, E> {
+                u64::try_from(v)
+                    .map(Dur::secs)
+                    .map_err(|_| E::custom(format!("`{v}` is not a valid duration")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Dur, E> {
+                Dur::parse(&v.to_string()).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_humantime_strings_and_plain_seconds() {
+        assert_eq!(Dur::parse("500ms").unwrap().0, Duration::from_millis(500));
+        assert_eq!(Dur::parse("1h").unwrap().0, Duration::from_secs(3600));
+        assert_eq!(Dur::parse("30").unwrap().0, Duration::from_secs(30));
+        assert_eq!(Dur::parse("2.5").unwrap().0, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn rejects_garbage_with_a_hint() {
+        let e = Dur::parse("soon").unwrap_err();
+        assert!(e.contains("soon") && e.contains("30s"), "{e}");
+        assert!(Dur::parse("-3").is_err());
+    }
+}

@@ -1,0 +1,195 @@
+//! The config file's shape as read by figment, before validation. Unknown keys are errors.
+//!
+//! Fields that the registry's legacy variables can default (`timeout`, `max_retries`, …) are
+//! `Option`s here so that validation can tell "not set" from "set to the default".
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Secret;
+use super::duration::Dur;
+use crate::cli::Scheme;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub redis: RawRedis,
+    pub sources: Vec<RawSource>,
+    pub delivery: RawDelivery,
+    pub endpoints: Vec<RawEndpoint>,
+    pub republish: RawRepublish,
+    pub fallback: RawFallback,
+    pub security: RawSecurity,
+    pub admin: RawAdmin,
+    pub log: RawLog,
+}
+
+/// `[redis]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRedis {
+    pub url: String,
+    pub key_prefix: String,
+}
+
+impl Default for RawRedis {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "webhook-bridge".into(),
+        }
+    }
+}
+
+/// `[[sources]]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSource {
+    pub kind: String,
+    pub name: Option<String>,
+    pub channels: Vec<String>,
+    pub patterns: Vec<String>,
+    pub key: Option<String>,
+    pub group: Option<String>,
+    pub unwrap_envelope: bool,
+}
+
+/// `[delivery]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDelivery {
+    pub durability: String,
+    pub idempotency_key_fields: Vec<String>,
+    pub dedupe_window: Dur,
+    pub shutdown_timeout: Dur,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        Self {
+            durability: "memory".into(),
+            idempotency_key_fields: ["model_id", "token_symbol", "mlflow_run_id", "model_version"]
+                .map(String::from)
+                .to_vec(),
+            dedupe_window: Dur::secs(24 * 3600),
+            shutdown_timeout: Dur::secs(30),
+        }
+    }
+}
+
+/// `[[endpoints]]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEndpoint {
+    pub name: String,
+    pub url: String,
+    pub secrets: Vec<Secret>,
+    pub signature: Option<Scheme>,
+    pub sign_with_all_secrets: bool,
+    pub channels: Option<Vec<String>>,
+    pub event_types: Vec<String>,
+    pub timeout: Option<Dur>,
+    pub max_retries: Option<u32>,
+    pub retry_delay: Option<Dur>,
+    pub max_retry_delay: Option<Dur>,
+    pub concurrency: Option<usize>,
+    pub ordered: bool,
+    pub circuit_breaker: RawCircuit,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// `circuit_breaker = { … }`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCircuit {
+    pub failure_threshold: Option<u32>,
+    pub recovery_time: Option<Dur>,
+}
+
+/// `[republish]`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRepublish {
+    pub targets: Vec<RawTarget>,
+}
+
+/// A republish or fallback target.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTarget {
+    pub kind: String,
+    pub key: String,
+    pub redis_url: Option<String>,
+}
+
+/// `[fallback]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawFallback {
+    pub enabled: bool,
+    pub kind: String,
+    pub key: String,
+}
+
+impl Default for RawFallback {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            kind: "list".into(),
+            key: "hokusai:model_ready_queue:webhook-fallback".into(),
+        }
+    }
+}
+
+/// `[security]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSecurity {
+    pub allow_http: bool,
+    pub allow_private_networks: bool,
+    pub max_payload_bytes: usize,
+}
+
+impl Default for RawSecurity {
+    fn default() -> Self {
+        Self {
+            allow_http: false,
+            allow_private_networks: false,
+            max_payload_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub format: String,
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "json".into(),
+            level: "info".into(),
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! The HTTP side of a delivery: one pooled client per endpoint, the URL/SSRF policy, and
+//! the classification of an answer into an [`Outcome`].
+//!
+//! Redirects are never followed (a 3xx is a retryable failure): a signed request must reach
+//! the configured URL and nothing else. Unless `allow_private_networks` is set, the client's
+//! resolver refuses hosts that resolve to any non-global address and connects only to the
+//! addresses it vetted, so a second DNS answer cannot rebind the request.
+
+use std::error::Error as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use url::Url;
+
+use super::Outcome;
+use super::retry::parse_retry_after;
+use crate::config::{EndpointConfig, SecurityConfig};
+
+/// How much of an error answer's body is kept for the log and the dead-letter entry.
+const ERROR_BODY_CAP: usize = 512;
+/// Beyond this, an answer's body is not drained (the connection is dropped instead).
+const DRAIN_CAP: usize = 64 * 1024;
+
+/// Building a client failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// reqwest refused the settings.
+    #[error("cannot build the HTTP client for endpoint {endpoint}: {source}")]
+    Build {
+        /// Endpoint name.
+        endpoint: String,
+        /// The cause.
+        source: reqwest::Error,
+    },
+}
+
+/// A destination refused by the SSRF policy.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{host} resolves to {addr}, which is not a public address; set security.allow_private_networks = true to allow it"
+)]
+pub struct Blocked {
+    host: String,
+    addr: IpAddr,
+}
+
+/// One endpoint's HTTP client.
+#[derive(Clone)]
+pub struct EndpointClient {
+    http: reqwest::Client,
+    url: Url,
+    allow_private: bool,
+}
+
+impl EndpointClient {
+    /// Builds the pooled client for `ep`: its timeout, no redirects, keep-alive pool sized to
+    /// its concurrency, and the vetting resolver unless private networks are allowed.
+    pub fn build(ep: &EndpointConfig, security: &SecurityConfig) -> Result<Self, ClientError> {
+        install_crypto_provider();
+        let mut b = reqwest::Client::builder()
+            .user_agent(concat!("redis-webhook-bridge/", env!("CARGO_PKG_VERSION")))
+            .timeout(ep.timeout.0)
+            .connect_timeout(ep.timeout.0.min(Duration::from_secs(10)))
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(ep.concurrency)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .http1_only()
+            .no_proxy();
+        if !security.allow_private_networks {
+            b = b.dns_resolver(Arc::new(VettingResolver));
+        }
+        let http = b.build().map_err(|source| ClientError::Build {
+            endpoint: ep.name.clone(),
+            source,
+        })?;
+        Ok(Self {
+            http,
+            url: ep.url.url().clone(),
+            allow_private: security.allow_private_networks,
+        })
+    }
+
+    /// POSTs `body` with `headers` and classifies the answer.
+    pub async fn post(&self, headers: reqwest::header::HeaderMap, body: Bytes) -> Outcome {
+        if !self.allow_private
+            && let Some(ip) = literal_ip(&self.url)
+            && !is_public(ip)
+        {
+            return Outcome::Permanent {
+                status: None,
+                reason: "blocked".into(),
+                error: Blocked {
+                    host: ip.to_string(),
+                    addr: ip,
+                }
+                .to_string(),
+            };
+        }
+        let result = self
+            .http
+            .post(self.url.clone())
+            .headers(headers)
+            .body(body)
+            .send()
+            .await;
+        match result {
+            Ok(resp) => classify_response(resp).await,
+            Err(e) => classify_error(&e),
+        }
+    }
+}
+
+/// rustls needs a process-wide crypto provider; ring is compact and fast to build.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+fn literal_ip(url: &Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
+        url::Host::Domain(_) => None,
+    }
+}
+
+async fn classify_response(mut resp: reqwest::Response) -> Outcome {
+    let status = resp.status().as_u16();
+    if resp.status().is_success() {
+        drain(&mut resp).await;
+        return Outcome::Delivered { status };
+    }
+    let retry_after = if status == 429 || status == 503 {
+        resp.headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()))
+    } else {
+        None
+    };
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(200).collect::<String>());
+    let snippet = drain(&mut resp).await;
+    let mut error = format!("HTTP {status}");
+    if let Some(loc) = location {
+        error.push_str(&format!(" (redirect to {loc} not followed)"));
+    }
+    if !snippet.is_empty() {
+        error.push_str(": ");
+        error.push_str(&snippet);
+    }
+    classify_status(status, retry_after, error)
+}
+
+/// Classifies a non-2xx status: 3xx, 408, 425, 429 and 5xx are retried, other 4xx are
+/// permanent. (A non-2xx is never a delivery.)
+pub fn classify_status(status: u16, retry_after: Option<Duration>, error: String) -> Outcome {
+    let reason = format!("http_{status}");
+    match status {
+        200..=299 => Outcome::Delivered { status },
+        300..=399 | 408 | 425 | 429 | 500..=599 => Outcome::Retry {
+            status: Some(status),
+            after: retry_after,
+            reason,
+            error,
+        },
+        _ => Outcome::Permanent {
+            status: Some(status),
+            reason,
+            error,
+        },
+    }
+}
+
+fn classify_error(e: &reqwest::Error) -> Outcome {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = src {
+        if let Some(b) = s.downcast_ref::<Blocked>() {
+            return Outcome::Permanent {
+                status: None,
+                reason: "blocked".into(),
+                error: b.to_string(),
+            };
+        }
+        src = s.source();
+    }
+    let reason = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "request"
+    };
+    // reqwest's Display includes the URL; endpoint URLs carry no credentials (rejected at
+    // load), so this is safe to log.
+    let mut error = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        error.push_str(": ");
+        error.push_str(&s.to_string());
+        src = s.source();
+    }
+    Outcome::Retry {
+        status: None,
+        after: None,
+        reason: reason.into(),
+        error,
+    }
+}
+
+/// Reads the answer's body up to a cap (so the connection can be reused) and returns the
+/// start of it as text for error messages.
+async fn drain(resp: &mut reqwest::Response) -> String {
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        seen += chunk.len();
+        if kept.len() < ERROR_BODY_CAP {
+            let take = (ERROR_BODY_CAP - kept.len()).min(chunk.len());
+            kept.extend_from_slice(&chunk[..take]);
+        }
+        if seen > DRAIN_CAP {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&kept)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect()
+}
+
+/// Resolves with the system resolver and refuses names with any non-public address.
+struct VettingResolver;
+
+impl Resolve for VettingResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
+                return Err(Box::new(Blocked {
+                    host,
+                    addr: bad.ip(),
+                })
+                    as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Whether `ip` is globally routable: not loopback, private, link-local (cloud metadata
+/// 169.254.169.254 included), CGNAT, unique-local, multicast, unspecified, documentation or
+/// reserved — also through IPv4-mapped, 6to4 and NAT64 spellings.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => is_public_v6(v6),
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || o[0] == 0
+        || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10 CGNAT
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24 protocol assignments
+        || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15 benchmarking
+        || o[0] >= 240) // reserved
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return is_public_v4(v4);
+    }
+    if s[0] == 0x2002 {
+        // 6to4: the IPv4 address sits in segments 1–2.
+        let v4 = Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8);
+        return is_public_v4(v4);
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b {
+        // NAT64 (64:ff9b::/96 and 64:ff9b:1::/48): the IPv4 address is the last 32 bits.
+        let v4 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+        return is_public_v4(v4);
+    }
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || (s[0] & 0xfe00) == 0xfc00 // unique-local
+        || (s[0] & 0xffc0) == 0xfe80 // link-local
+        || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0)) // IPv4-compatible
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_2xx_statuses_are_never_delivered() {
+        assert!(matches!(
+            classify_status(503, None, String::new()),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            classify_status(302, None, String::new()),
+            Outcome::Retry { .. }
+        ));
+        for s in [408, 425, 429, 500, 502, 504] {
+            assert!(
+                matches!(
+                    classify_status(s, None, String::new()),
+                    Outcome::Retry { .. }
+                ),
+                "{s}"
+            );
+        }
+        for s in [400, 401, 403, 404, 410, 413, 422] {
+            assert!(
+                matches!(
+                    classify_status(s, None, String::new()),
+                    Outcome::Permanent { .. }
+                ),
+                "{s}"
+            );
+        }
+        assert_eq!(
+            classify_status(204, None, String::new()),
+            Outcome::Delivered { status: 204 }
+        );
+    }
+
+    #[test]
+    fn private_and_special_addresses_are_not_public() {
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "ff02::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "2002:7f00:0001::1",
+            "64:ff9b::a9fe:a9fe",
+            "2001:db8::1",
+        ] {
+            assert!(
+                !is_public(a.parse().unwrap()),
+                "{a} must not count as public"
+            );
+        }
+        for a in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(is_public(a.parse().unwrap()), "{a} is public");
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! One endpoint's delivery worker: takes jobs from the endpoint's queue, at most
+//! `concurrency` at a time, waits while the circuit is open, signs and POSTs, and settles
+//! each job as delivered, scheduled for a retry, or dead-lettered.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::circuit::{Admit, Circuit, State};
+use super::client::{ClientError, EndpointClient};
+use super::retry::RetryPolicy;
+use super::signing::{self, Signer, SigningError};
+use super::{EndpointState, Outcome};
+use crate::config::{EndpointConfig, SecurityConfig};
+use crate::dlq::{Dlq, Stage};
+use crate::ingest::dead_letter;
+use crate::queue::Job;
+use crate::queue::memory::MemoryQueue;
+use crate::telemetry::{self, metric};
+
+/// How long a settled job may wait for the dead-letter stream to accept it.
+const DLQ_PATIENCE: Duration = Duration::from_secs(300);
+
+/// A worker could not be built from its endpoint's config.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The secrets do not fit the scheme.
+    #[error("endpoint {endpoint}: {source}")]
+    Signing {
+        /// Endpoint name.
+        endpoint: String,
+        /// The cause.
+        source: SigningError,
+    },
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// One endpoint's worker.
+pub struct Worker {
+    cfg: Arc<EndpointConfig>,
+    signer: Signer,
+    client: EndpointClient,
+    circuit: Circuit,
+    policy: RetryPolicy,
+    static_headers: HeaderMap,
+    queue: Arc<MemoryQueue>,
+    state: Arc<EndpointState>,
+    dlq: Dlq,
+    success: metrics::Counter,
+    retries: metrics::Counter,
+    duration: metrics::Histogram,
+    end_to_end: metrics::Histogram,
+}
+
+impl Worker {
+    /// Builds the worker: signer, pooled client and circuit, once.
+    pub fn new(
+        cfg: Arc<EndpointConfig>,
+        security: &SecurityConfig,
+        queue: Arc<MemoryQueue>,
+        state: Arc<EndpointState>,
+        dlq: Dlq,
+    ) -> Result<Self, WorkerError> {
+        let signer = Signer::new(cfg.signature, &cfg.secrets, cfg.sign_with_all_secrets).map_err(
+            |source| WorkerError::Signing {
+                endpoint: cfg.name.clone(),
+                source,
+            },
+        )?;
+        let client = EndpointClient::build(&cfg, security)?;
+        let mut static_headers = HeaderMap::new();
+        static_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (k, v) in &cfg.headers {
+            // Validated at config load.
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                static_headers.insert(k, v);
+            }
+        }
+        let name = cfg.name.clone();
+        metrics::gauge!(metric::CIRCUIT_STATE, "endpoint" => name.clone()).set(0.0);
+        metrics::gauge!(metric::QUEUE_DEPTH, "endpoint" => name.clone()).set(0.0);
+        Ok(Self {
+            signer,
+            client,
+            circuit: Circuit::new(
+                cfg.circuit_breaker.failure_threshold,
+                cfg.circuit_breaker.recovery(),
+            ),
+            policy: RetryPolicy {
+                max_retries: cfg.max_retries,
+                retry_delay: cfg.retry_delay.0,
+                max_retry_delay: cfg.max_retry_delay.0,
+            },
+            static_headers,
+            queue,
+            state,
+            dlq,
+            success: metrics::counter!(metric::PUBLISH_SUCCESS, "endpoint" => name.clone()),
+            retries: metrics::counter!(metric::RETRY_COUNT, "endpoint" => name.clone()),
+            duration: metrics::histogram!(metric::DELIVERY_DURATION, "endpoint" => name.clone()),
+            end_to_end: metrics::histogram!(metric::END_TO_END, "endpoint" => name),
+            cfg,
+        })
+    }
+
+    /// The endpoint's name.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// Runs until `shutdown`. Attempts are spawned on `tracker` so that shutdown can wait for
+    /// those in flight; jobs not yet taken stay in the queue.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, tracker: TaskTracker) {
+        let slots = Arc::new(Semaphore::new(self.cfg.concurrency));
+        loop {
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.cancelled() => break,
+            };
+            let job = tokio::select! {
+                j = self.queue.next() => j,
+                _ = shutdown.cancelled() => break,
+            };
+            let admit = tokio::select! {
+                a = self.circuit.admit(|s| self.circuit_changed(s)) => a,
+                _ = shutdown.cancelled() => { self.queue.push_front(job); break }
+            };
+            self.state.queued_gauge(self.queue.depth());
+            let me = self.clone();
+            let stop = shutdown.clone();
+            tracker.spawn(async move {
+                me.handle(job, admit, &stop).await;
+                drop(permit);
+            });
+        }
+        tracing::debug!(endpoint = %self.cfg.name, "worker stopped");
+    }
+
+    fn circuit_changed(&self, s: State) {
+        self.state.circuit.store(s.gauge(), Ordering::Relaxed);
+        metrics::gauge!(metric::CIRCUIT_STATE, "endpoint" => self.cfg.name.clone())
+            .set(s.gauge() as f64);
+        match s {
+            State::Open { .. } => tracing::warn!(
+                endpoint = %self.cfg.name,
+                recovery_ms = self.cfg.circuit_breaker.recovery().as_millis() as u64,
+                "circuit opened; deliveries wait"
+            ),
+            State::HalfOpen => {
+                tracing::info!(endpoint = %self.cfg.name, "circuit half-open; sending one probe")
+            }
+            State::Closed { .. } => tracing::info!(endpoint = %self.cfg.name, "circuit closed"),
+        }
+    }
+
+    /// Attempts a job; for `ordered` endpoints, retries in place so that later jobs wait.
+    async fn handle(&self, mut job: Job, mut admit: Admit, shutdown: &CancellationToken) {
+        loop {
+            let outcome = self.attempt(&mut job).await;
+            let ok = matches!(outcome, Outcome::Delivered { .. });
+            // Only failures that say the endpoint is unwell count against the circuit; a 4xx
+            // is the endpoint answering that the request is wrong.
+            let counts = ok || matches!(outcome, Outcome::Retry { .. });
+            if counts && let Some(s) = self.circuit.record(ok, admit == Admit::Probe) {
+                self.circuit_changed(s);
+            } else if admit == Admit::Probe && !counts {
+                // A probe answered with a permanent error still proves the endpoint is up.
+                if let Some(s) = self.circuit.record(true, true) {
+                    self.circuit_changed(s);
+                }
+            }
+            match outcome {
+                Outcome::Delivered { status } => {
+                    self.success.increment(1);
+                    self.state.delivered_now();
+                    let e2e = SystemTime::now()
+                        .duration_since(job.msg.received_at)
+                        .unwrap_or_default();
+                    self.end_to_end.record(e2e.as_secs_f64());
+                    tracing::debug!(endpoint = %self.cfg.name, idempotency_key = %job.msg.idempotency_key, attempt = job.attempts, status, "delivered");
+                    self.settled(&job).await;
+                    return;
+                }
+                Outcome::Retry {
+                    status,
+                    after,
+                    reason,
+                    error,
+                } => {
+                    self.failed(&mut job, status, &reason, &error);
+                    if !self.policy.may_retry(job.attempts) {
+                        let msg = format!("gave up after {} attempts: {error}", job.attempts);
+                        self.dead_letter(&job, &msg).await;
+                        return;
+                    }
+                    let delay = self
+                        .policy
+                        .delay(job.attempts, after, rand::random::<f64>());
+                    self.retries.increment(1);
+                    tracing::warn!(
+                        endpoint = %self.cfg.name,
+                        idempotency_key = %job.msg.idempotency_key,
+                        attempt = job.attempts,
+                        status = status.unwrap_or(0),
+                        error = %error,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "attempt failed; will retry"
+                    );
+                    if !self.cfg.ordered {
+                        self.queue
+                            .retry_at(job, tokio::time::Instant::now() + delay);
+                        self.state.queued_gauge(self.queue.depth());
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => { self.queue.push_front(job); return; }
+                    }
+                    admit = tokio::select! {
+                        a = self.circuit.admit(|s| self.circuit_changed(s)) => a,
+                        _ = shutdown.cancelled() => { self.queue.push_front(job); return; }
+                    };
+                }
+                Outcome::Permanent {
+                    status,
+                    reason,
+                    error,
+                } => {
+                    self.failed(&mut job, status, &reason, &error);
+                    self.dead_letter(&job, &format!("permanent failure: {error}"))
+                        .await;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn failed(&self, job: &mut Job, status: Option<u16>, reason: &str, error: &str) {
+        job.last_status = status;
+        job.last_error = Some(error.to_string());
+        self.state.failed.fetch_add(1, Ordering::Relaxed);
+        self.state.set_error(error);
+        metrics::counter!(metric::PUBLISH_FAILURE, "endpoint" => self.cfg.name.clone(), "reason" => reason.to_string())
+            .increment(1);
+    }
+
+    async fn dead_letter(&self, job: &Job, error: &str) {
+        tracing::error!(
+            endpoint = %self.cfg.name,
+            idempotency_key = %job.msg.idempotency_key,
+            attempt = job.attempts,
+            status = job.last_status.unwrap_or(0),
+            error = %error,
+            "delivery dead-lettered"
+        );
+        let dl = dead_letter(job, &self.cfg.name, Stage::Delivery, error);
+        self.dlq.add_reliably(&dl, DLQ_PATIENCE).await;
+        self.state.dead_lettered(error);
+        self.settled(job).await;
+    }
+
+    /// A job is finished: a replayed dead-letter entry is removed (a new one was written if
+    /// it failed again), and the queue learns the job is done.
+    async fn settled(&self, job: &Job) {
+        if let Some(id) = &job.replay_of
+            && let Err(e) = self.dlq.delete(std::slice::from_ref(id)).await
+        {
+            tracing::warn!(endpoint = %self.cfg.name, dlq_id = %id, error = %e, "replayed entry could not be removed from the dead-letter stream");
+        }
+        self.queue.done();
+    }
+
+    /// One HTTP attempt: headers, signature, POST, metrics.
+    async fn attempt(&self, job: &mut Job) -> Outcome {
+        job.attempts += 1;
+        let msg = &job.msg;
+        let mut headers = self.static_headers.clone();
+        let put = |h: &mut HeaderMap, name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        };
+        put(
+            &mut headers,
+            signing::HEADER_IDEMPOTENCY_KEY,
+            &msg.idempotency_key,
+        );
+        put(&mut headers, signing::HEADER_EVENT, &msg.event_type);
+        put(
+            &mut headers,
+            signing::HEADER_ATTEMPT,
+            &job.attempts.to_string(),
+        );
+        put(
+            &mut headers,
+            "traceparent",
+            &telemetry::traceparent(msg.traceparent.as_deref()),
+        );
+        let ts = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let nonce = uuid::Uuid::new_v4().to_string();
+        let mut sig = Vec::with_capacity(3);
+        self.signer
+            .sign(&msg.body, ts, &nonce, &msg.idempotency_key, &mut sig);
+        for (name, value) in &sig {
+            put(&mut headers, name, value);
+        }
+
+        let span = tracing::info_span!(
+            "delivery_attempt",
+            endpoint = %self.cfg.name,
+            idempotency_key = %msg.idempotency_key,
+            attempt = job.attempts,
+        );
+        self.state.in_flight.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let outcome = self
+            .client
+            .post(headers, msg.body.clone())
+            .instrument(span)
+            .await;
+        self.duration.record(started.elapsed().as_secs_f64());
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        outcome
+    }
+}

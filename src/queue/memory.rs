@@ -1,0 +1,237 @@
+//! The in-memory queue (`durability = "memory"`): fast, and loses queued and in-flight work
+//! when the process dies. Retries wait in a heap ordered by due time.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::Job;
+
+/// Default bound on jobs held per endpoint; beyond it new jobs are dead-lettered rather than
+/// growing memory without limit.
+pub const DEFAULT_CAPACITY: usize = 100_000;
+
+struct Delayed {
+    due: Instant,
+    seq: u64,
+    job: Job,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Delayed {
+    // Reversed: BinaryHeap is a max-heap and the earliest due time must come out first.
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (other.due, other.seq).cmp(&(self.due, self.seq))
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    ready: VecDeque<Job>,
+    delayed: BinaryHeap<Delayed>,
+    seq: u64,
+}
+
+/// One endpoint's queue. A single consumer (the endpoint's dispatcher) calls [`next`].
+///
+/// [`next`]: MemoryQueue::next
+pub struct MemoryQueue {
+    inner: Mutex<Inner>,
+    /// Wakes the consumer when a job becomes ready or an earlier retry is scheduled.
+    wake: Notify,
+    /// Jobs pushed and not yet finished (queued, scheduled or in flight).
+    outstanding: AtomicUsize,
+    /// Wakes `wait_idle` when `outstanding` reaches 0.
+    idle: Notify,
+    capacity: usize,
+}
+
+/// The queue is at capacity; the job is handed back.
+#[derive(Debug)]
+pub struct Full(pub Job);
+
+impl MemoryQueue {
+    /// An empty queue holding at most `capacity` jobs.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            wake: Notify::new(),
+            outstanding: AtomicUsize::new(0),
+            idle: Notify::new(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the queue inconsistent (every
+        // mutation is a single push/pop), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a new job at the back.
+    pub fn push(&self, job: Job) -> Result<(), Full> {
+        {
+            let mut g = self.lock();
+            if g.ready.len() + g.delayed.len() >= self.capacity {
+                return Err(Full(job));
+            }
+            g.ready.push_back(job);
+        }
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Puts a job back at the front, e.g. one taken but not attempted at shutdown.
+    pub fn push_front(&self, job: Job) {
+        self.lock().ready.push_front(job);
+        self.wake.notify_one();
+    }
+
+    /// Schedules a taken job to become ready again at `due`.
+    pub fn retry_at(&self, job: Job, due: Instant) {
+        {
+            let mut g = self.lock();
+            g.seq += 1;
+            let seq = g.seq;
+            g.delayed.push(Delayed { due, seq, job });
+        }
+        self.wake.notify_one();
+    }
+
+    /// Waits for the next ready job (a new one, or a retry whose time has come).
+    pub async fn next(&self) -> Job {
+        loop {
+            let next_due = {
+                let mut g = self.lock();
+                let now = Instant::now();
+                while g.delayed.peek().is_some_and(|d| d.due <= now) {
+                    if let Some(d) = g.delayed.pop() {
+                        g.ready.push_back(d.job);
+                    }
+                }
+                if let Some(job) = g.ready.pop_front() {
+                    return job;
+                }
+                g.delayed.peek().map(|d| d.due)
+            };
+            match next_due {
+                Some(due) => {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep_until(due) => {}
+                    }
+                }
+                None => self.wake.notified().await,
+            }
+        }
+    }
+
+    /// Marks a taken job as finished (delivered or dead-lettered).
+    pub fn done(&self) {
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Takes every waiting job (ready and scheduled), e.g. to dead-letter them at exit.
+    pub fn take_all(&self) -> Vec<Job> {
+        let mut g = self.lock();
+        let mut out: Vec<Job> = g.ready.drain(..).collect();
+        out.extend(g.delayed.drain().map(|d| d.job));
+        out
+    }
+
+    /// Jobs waiting: ready plus scheduled retries (not those in flight).
+    pub fn depth(&self) -> usize {
+        let g = self.lock();
+        g.ready.len() + g.delayed.len()
+    }
+
+    /// Jobs pushed and not yet finished.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Acquire)
+    }
+
+    /// Resolves once every pushed job is finished.
+    pub async fn wait_idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.outstanding() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::ingest::Message;
+
+    fn job(key: &str) -> Job {
+        Job::new(Arc::new(Message::for_test(key)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_comes_back_only_when_due_and_in_due_order() {
+        let q = MemoryQueue::new(10);
+        q.push(job("a")).unwrap();
+        q.push(job("b")).unwrap();
+        let a = q.next().await;
+        let b = q.next().await;
+        let t0 = Instant::now();
+        q.retry_at(a, t0 + Duration::from_secs(4));
+        q.retry_at(b, t0 + Duration::from_secs(2));
+        let first = q.next().await;
+        assert_eq!(first.msg.idempotency_key, "b");
+        assert!(Instant::now() >= t0 + Duration::from_secs(2));
+        let second = q.next().await;
+        assert_eq!(second.msg.idempotency_key, "a");
+        assert!(Instant::now() >= t0 + Duration::from_secs(4));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_hands_the_job_back() {
+        let q = MemoryQueue::new(1);
+        q.push(job("a")).unwrap();
+        let Full(back) = q.push(job("b")).unwrap_err();
+        assert_eq!(back.msg.idempotency_key, "b");
+        assert_eq!(q.depth(), 1);
+    }
+
+    #[tokio::test]
+    async fn wait_idle_returns_after_every_job_is_done() {
+        let q = Arc::new(MemoryQueue::new(10));
+        q.push(job("a")).unwrap();
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { q.wait_idle().await }
+        });
+        let _ = q.next().await;
+        assert!(!waiter.is_finished());
+        q.done();
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
