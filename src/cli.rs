@@ -101,7 +101,7 @@ pub struct ReceiveArgs {
     /// Maximum age (either direction) of a signed timestamp, in seconds.
     #[arg(long, default_value_t = 300)]
     pub tolerance: u64,
-    /// Answer the first N valid requests with `--status` (default 503) for retry drills.
+    /// Answer the first N requests with `--status` (default 503) for retry drills.
     #[arg(long, value_name = "N")]
     pub fail_first: Option<u64>,
     /// Status code for drilled failures; without `--fail-first`, every request gets it.

@@ -206,6 +206,7 @@ impl Dlq {
     }
 
     /// Number of entries.
+    #[allow(clippy::len_without_is_empty)] // async and fallible: `is_empty` would add nothing
     pub async fn len(&self) -> Result<u64, DlqError> {
         let mut conn = self.conn.clone();
         Ok(redis::cmd("XLEN")

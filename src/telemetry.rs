@@ -1,6 +1,7 @@
 //! Telemetry: the log subscriber (json or text), the Prometheus metrics registry and the
 //! W3C trace context sent with each webhook.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -66,7 +67,11 @@ pub fn init_logging(cfg: &LogConfig) {
             )
             .try_init(),
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     // A second init (tests, reload) keeps the first subscriber.

@@ -357,7 +357,19 @@ async fn handle(
         );
     }
 
-    // (3) Replays.
+    // (3) De-duplication first: a retry of an event already accepted (its 200 was lost, say)
+    // is answered 200 `duplicate`, never 409 — a 409 would dead-letter it at the sender. The
+    // idempotency key header is not signed, so a replay with a fresh key still meets the
+    // replay check below.
+    if let Some(key) = idempotency_key
+        && state.seen.contains(key)
+    {
+        drop(state);
+        eprintln!("receive: duplicate {key} on {path} → 200");
+        return reply(StatusCode::OK, "status", "duplicate");
+    }
+
+    // Replays.
     if let Some((key, expires_at)) = replay_key(&verified, &headers, now, receiver.tolerance) {
         match state.check_replay(key, expires_at, now) {
             ReplayCheck::Fresh => {}
@@ -371,7 +383,7 @@ async fn handle(
                 return reply(
                     StatusCode::CONFLICT,
                     "error",
-                    format!("replayed request: this {what} was already used"),
+                    format!("replayed request (same {what} as an earlier request)"),
                 );
             }
             ReplayCheck::Full => {
@@ -386,13 +398,9 @@ async fn handle(
         }
     }
 
-    // (4) De-duplication by idempotency key.
+    // (4) Remember the idempotency key (already known keys were answered above).
     if let Some(key) = idempotency_key {
-        if !state.first_sighting(key) {
-            drop(state);
-            eprintln!("receive: duplicate {key} on {path} → 200");
-            return reply(StatusCode::OK, "status", "duplicate");
-        }
+        state.first_sighting(key);
     }
 
     // (5) Accepted: one line on stdout, printed under the lock so lines follow accept order.
