@@ -11,12 +11,15 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 
 use crate::admin::{self, Status};
+use crate::config::Durability;
 use crate::config::{Config, ConfigError, SourceKind};
 use crate::delivery::EndpointState;
 use crate::delivery::worker::Worker;
 use crate::dlq::Dlq;
 use crate::ingest::{Ingest, IngestSettings, Route};
+use crate::queue::Queue;
 use crate::queue::memory::{DEFAULT_CAPACITY, MemoryQueue};
+use crate::queue::redis::{self as redis_queue, QueueKeys, RedisQueue};
 use crate::shutdown::Shutdown;
 use crate::source::{self, SourceState};
 
@@ -43,6 +46,18 @@ pub fn redis_manager(
     ConnectionManager::new_lazy_with_config(client, cfg)
 }
 
+/// A dedicated connection for blocking reads (XREADGROUP BLOCK would stall a shared one),
+/// with a response timeout longer than the block.
+pub fn redis_reader(url: &crate::config::RedisUrl) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url.expose())?;
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    ConnectionManager::new_lazy_with_config(client, cfg)
+}
+
 /// One endpoint's queue, counters and worker, built from config.
 pub struct EndpointRuntime {
     /// The route ingest uses.
@@ -51,13 +66,40 @@ pub struct EndpointRuntime {
     pub worker: Arc<Worker>,
 }
 
+/// Where endpoint queues live.
+#[derive(Clone)]
+pub enum QueueMode {
+    /// In process memory (also what `dlq replay` uses for its own, local delivery).
+    Memory,
+    /// Redis streams read as this replica's consumer.
+    Redis {
+        /// Shared connection for queue commands.
+        conn: ConnectionManager,
+        /// This replica's consumer name.
+        consumer: String,
+    },
+}
+
 /// Builds the runtime of every endpoint in `cfg`.
-pub fn build_endpoints(cfg: &Config, dlq: &Dlq) -> anyhow::Result<Vec<EndpointRuntime>> {
+pub fn build_endpoints(
+    cfg: &Config,
+    dlq: &Dlq,
+    mode: &QueueMode,
+) -> anyhow::Result<Vec<EndpointRuntime>> {
     cfg.endpoints
         .iter()
         .map(|ep| {
             let ep = Arc::new(ep.clone());
-            let queue = Arc::new(MemoryQueue::new(DEFAULT_CAPACITY));
+            let keys = QueueKeys::new(&cfg.redis.key_prefix, &ep.name);
+            let queue = match mode {
+                QueueMode::Memory => Queue::Memory(Arc::new(MemoryQueue::new(DEFAULT_CAPACITY))),
+                QueueMode::Redis { conn, consumer } => Queue::Redis(Arc::new(RedisQueue::new(
+                    conn.clone(),
+                    keys.clone(),
+                    consumer,
+                    ep.concurrency,
+                ))),
+            };
             let state = Arc::new(EndpointState::new(&ep.name, ep.url.url().as_str()));
             let worker = Worker::new(
                 ep.clone(),
@@ -70,12 +112,33 @@ pub fn build_endpoints(cfg: &Config, dlq: &Dlq) -> anyhow::Result<Vec<EndpointRu
                 route: Route {
                     endpoint: ep,
                     queue,
+                    stream: keys.stream,
                     state,
                 },
                 worker: Arc::new(worker),
             })
         })
         .collect()
+}
+
+/// This replica's consumer name: `<hostname>-<pid>-<random>`, unique per process so that
+/// replicas on one host never share pending entries.
+pub fn consumer_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "bridge".into());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 /// Runs the bridge until SIGTERM/SIGINT (or `shutdown` is cancelled by the caller).
@@ -103,7 +166,47 @@ pub async fn run(
 
     let conn = redis_manager(&cfg.redis.url).context("cannot set up the Redis connection")?;
     let dlq = Dlq::new(conn.clone(), &cfg);
-    let endpoints = build_endpoints(&cfg, &dlq)?;
+    let durable = cfg.delivery.durability == Durability::Redis;
+    let consumer = consumer_name();
+    let mode = if durable {
+        QueueMode::Redis {
+            conn: conn.clone(),
+            consumer: consumer.clone(),
+        }
+    } else {
+        QueueMode::Memory
+    };
+    let endpoints = build_endpoints(&cfg, &dlq, &mode)?;
+    // Background work of the durable queues stops only after the workers have drained, so
+    // acknowledgements of the last in-flight deliveries are still written.
+    let queue_stop = tokio_util::sync::CancellationToken::new();
+    let heartbeat_key = cfg.redis.key(&format!("replica:{consumer}"));
+    let mut ackers = Vec::new();
+    if durable {
+        tokio::spawn(redis_queue::heartbeat(
+            conn.clone(),
+            heartbeat_key.clone(),
+            queue_stop.clone(),
+        ));
+        for e in &endpoints {
+            if let Queue::Redis(q) = &e.route.queue {
+                let mut wait = Duration::from_millis(100);
+                while let Err(err) = q.ensure_group().await {
+                    tracing::warn!(stream = %q.stream(), error = %err, "cannot create the consumer group; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.token.cancelled() => return Ok(()),
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+                let reader = redis_reader(&cfg.redis.url)?;
+                ackers.push((
+                    q.clone(),
+                    q.start(reader, shutdown.token.clone(), queue_stop.clone()),
+                ));
+            }
+        }
+    }
 
     let sources: Vec<Arc<SourceState>> = cfg
         .sources
@@ -157,10 +260,12 @@ pub async fn run(
             max_payload_bytes: cfg.security.max_payload_bytes,
             dedupe_window: cfg.delivery.dedupe_window.0,
             seen_prefix: cfg.redis.key("seen:"),
+            durable,
         },
         routes,
         dlq: dlq.clone(),
         redis: conn.clone(),
+        shutdown: shutdown.token.clone(),
     };
     let ingest_task = tokio::spawn(ingest.run(rx));
 
@@ -214,7 +319,16 @@ pub async fn run(
             "shutdown_timeout passed with deliveries still in flight; leaving them"
         );
     }
-    park_memory_jobs(&endpoints, &dlq).await;
+    if durable {
+        for (q, acker) in ackers {
+            q.close();
+            let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
+        }
+        queue_stop.cancel();
+        redis_queue::forget_replica(&conn, &heartbeat_key).await;
+    } else {
+        park_memory_jobs(&endpoints, &dlq).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
     tracing::info!("bridge stopped");
     Ok(())
@@ -225,7 +339,10 @@ pub async fn run(
 async fn park_memory_jobs(endpoints: &[EndpointRuntime], dlq: &Dlq) {
     let mut parked = 0usize;
     for e in endpoints {
-        for job in e.route.queue.take_all() {
+        let Queue::Memory(q) = &e.route.queue else {
+            continue;
+        };
+        for job in q.take_all() {
             let dl = crate::ingest::dead_letter(
                 &job,
                 &e.route.endpoint.name,

@@ -16,13 +16,15 @@ use redis::aio::ConnectionManager;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::EndpointConfig;
 use crate::delivery::EndpointState;
 use crate::dlq::{DeadLetter, Dlq, Stage, unix_ms};
-use crate::queue::Job;
-use crate::queue::memory::{Full, MemoryQueue};
+use crate::queue::memory::Full;
+use crate::queue::redis::{JOURNAL_LUA, journal_fields};
+use crate::queue::{Job, Queue};
 use crate::source::Received;
 use crate::telemetry::metric;
 
@@ -208,7 +210,9 @@ pub struct Route {
     /// The endpoint's config (filters).
     pub endpoint: Arc<EndpointConfig>,
     /// Its queue.
-    pub queue: Arc<MemoryQueue>,
+    pub queue: Queue,
+    /// Its stream key (durable queue).
+    pub stream: String,
     /// Its live counters.
     pub state: Arc<EndpointState>,
 }
@@ -227,6 +231,8 @@ pub struct IngestSettings {
     pub dedupe_window: Duration,
     /// `<key_prefix>:seen:` — prefix of de-duplication keys.
     pub seen_prefix: String,
+    /// Journal into Redis streams (`durability = "redis"`) or push to memory queues.
+    pub durable: bool,
 }
 
 /// The ingest stage: reads received messages in batches and fans them out.
@@ -237,8 +243,10 @@ pub struct Ingest {
     pub routes: Routes,
     /// Dead-letter stream.
     pub dlq: Dlq,
-    /// Redis, for de-duplication.
+    /// Redis, for de-duplication and the journal.
     pub redis: ConnectionManager,
+    /// Stops journal retries when Redis stays away during shutdown.
+    pub shutdown: CancellationToken,
 }
 
 /// Most messages handled per batch (one Redis round trip each).
@@ -247,10 +255,11 @@ const BATCH: usize = 256;
 impl Ingest {
     /// Runs until every sender of `rx` is gone (the sources stopped), draining what is left.
     pub async fn run(self, mut rx: mpsc::Receiver<Received>) {
+        let journal = redis::Script::new(JOURNAL_LUA);
         let mut batch = Vec::with_capacity(BATCH);
-        let mut parsed = Vec::with_capacity(BATCH);
+        let mut msgs: Vec<Arc<Message>> = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
-            parsed.clear();
+            msgs.clear();
             for r in batch.drain(..) {
                 match parse(
                     &r.body,
@@ -259,46 +268,126 @@ impl Ingest {
                     &self.settings.key_fields,
                     self.settings.max_payload_bytes,
                 ) {
-                    Ok(p) => parsed.push((r, p)),
+                    Ok(p) => msgs.push(Arc::new(Message {
+                        idempotency_key: p.idempotency_key,
+                        event_type: p.event_type,
+                        source: r.source,
+                        channel: r.channel,
+                        body: p.body,
+                        received_at: r.received_at,
+                        traceparent: p.traceparent,
+                    })),
                     Err(e) => self.reject(&r, &e).await,
                 }
             }
-            let fresh = self.dedupe(&parsed).await;
-            for ((r, p), fresh) in parsed.drain(..).zip(fresh) {
+            if msgs.is_empty() {
+                continue;
+            }
+            let routes = self
+                .routes
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let targets: Vec<Vec<&Route>> = msgs
+                .iter()
+                .map(|m| {
+                    routes
+                        .iter()
+                        .filter(|r| r.endpoint.matches(&m.channel, &m.event_type))
+                        .collect()
+                })
+                .collect();
+            let fresh = if self.settings.durable {
+                self.journal(&journal, &msgs, &targets).await
+            } else {
+                self.dedupe(&msgs).await
+            };
+            for ((msg, targets), fresh) in msgs.iter().zip(&targets).zip(fresh) {
                 if !fresh {
                     metrics::counter!(metric::DUPLICATES_DROPPED).increment(1);
-                    tracing::debug!(idempotency_key = %p.idempotency_key, "duplicate dropped");
+                    tracing::debug!(idempotency_key = %msg.idempotency_key, "duplicate dropped");
                     continue;
                 }
-                let msg = Arc::new(Message {
-                    idempotency_key: p.idempotency_key,
-                    event_type: p.event_type,
-                    source: r.source,
-                    channel: r.channel,
-                    body: p.body,
-                    received_at: r.received_at,
-                    traceparent: p.traceparent,
-                });
-                self.fan_out(msg).await;
+                if targets.is_empty() {
+                    tracing::debug!(idempotency_key = %msg.idempotency_key, channel = %msg.channel, event_type = %msg.event_type, "no endpoint matches");
+                }
+                if !self.settings.durable {
+                    for route in targets {
+                        self.push_memory(route, msg).await;
+                    }
+                }
             }
         }
         tracing::debug!("ingest stopped");
     }
 
+    /// Records each key and journals each message into its endpoints' streams, atomically per
+    /// message, in one pipelined round trip. Retries while Redis is unreachable: a received
+    /// message is only ever dropped here if Redis stays away through shutdown (logged).
+    async fn journal(
+        &self,
+        script: &redis::Script,
+        msgs: &[Arc<Message>],
+        targets: &[Vec<&Route>],
+    ) -> Vec<bool> {
+        let ms = self.settings.dedupe_window.as_millis().max(1) as u64;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let mut pipe = redis::pipe();
+            for (m, t) in msgs.iter().zip(targets) {
+                let cmd = pipe.cmd("EVALSHA").arg(script.get_hash()).arg(1 + t.len());
+                cmd.arg(format!(
+                    "{}{}",
+                    self.settings.seen_prefix, m.idempotency_key
+                ));
+                for r in t {
+                    cmd.arg(&r.stream);
+                }
+                cmd.arg(ms);
+                for (k, v) in journal_fields(m) {
+                    cmd.arg(k).arg(v);
+                }
+            }
+            let mut conn = self.redis.clone();
+            match pipe.query_async::<Vec<i64>>(&mut conn).await {
+                Ok(r) => return r.into_iter().map(|x| x == 1).collect(),
+                Err(e) if e.code() == Some("NOSCRIPT") => {
+                    let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(JOURNAL_LUA)
+                        .query_async(&mut conn)
+                        .await;
+                    if let Err(e) = loaded {
+                        tracing::warn!(error = %e, "cannot load the journal script");
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    if self.shutdown.is_cancelled() && wait >= Duration::from_secs(5) {
+                        for m in msgs {
+                            tracing::error!(idempotency_key = %m.idempotency_key, error = %e, "Redis unreachable through shutdown: received message not journaled, lost");
+                        }
+                        return vec![false; msgs.len()];
+                    }
+                    tracing::warn!(error = %e, messages = msgs.len(), retry_in_ms = wait.as_millis() as u64, "cannot journal received messages; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
     /// For each message: whether its key was not seen within the window. If Redis cannot be
     /// asked, every message counts as fresh: delivering twice (receivers de-duplicate by key)
     /// beats losing one.
-    async fn dedupe(&self, parsed: &[(Received, Parsed)]) -> Vec<bool> {
-        if parsed.is_empty() {
-            return Vec::new();
-        }
+    async fn dedupe(&self, msgs: &[Arc<Message>]) -> Vec<bool> {
         let ms = self.settings.dedupe_window.as_millis().max(1) as u64;
         let mut pipe = redis::pipe();
-        for (_, p) in parsed {
+        for m in msgs {
             pipe.cmd("SET")
                 .arg(format!(
                     "{}{}",
-                    self.settings.seen_prefix, p.idempotency_key
+                    self.settings.seen_prefix, m.idempotency_key
                 ))
                 .arg(1)
                 .arg("NX")
@@ -310,40 +399,28 @@ impl Ingest {
             Ok(replies) => replies.into_iter().map(|r| r.is_some()).collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "de-duplication unavailable; delivering without it");
-                vec![true; parsed.len()]
+                vec![true; msgs.len()]
             }
         }
     }
 
-    /// Pushes one job per matching endpoint.
-    pub async fn fan_out(&self, msg: Arc<Message>) {
-        let routes = self
-            .routes
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mut matched = 0;
-        for route in routes.iter() {
-            if !route.endpoint.matches(&msg.channel, &msg.event_type) {
-                continue;
+    /// Pushes a job to a memory queue; a full queue dead-letters it instead.
+    async fn push_memory(&self, route: &Route, msg: &Arc<Message>) {
+        let Queue::Memory(q) = &route.queue else {
+            return;
+        };
+        match q.push(Job::new(msg.clone())) {
+            Ok(()) => route.state.queued_gauge(q.depth()),
+            Err(Full(job)) => {
+                let dl = dead_letter(
+                    &job,
+                    &route.endpoint.name,
+                    Stage::Ingest,
+                    "endpoint queue is full (durability = memory holds at most 100000 jobs per endpoint)",
+                );
+                self.dlq.add_reliably(&dl, Duration::from_secs(30)).await;
+                route.state.dead_lettered(&dl.error);
             }
-            matched += 1;
-            match route.queue.push(Job::new(msg.clone())) {
-                Ok(()) => route.state.queued_gauge(route.queue.depth()),
-                Err(Full(job)) => {
-                    let dl = dead_letter(
-                        &job,
-                        &route.endpoint.name,
-                        Stage::Ingest,
-                        "endpoint queue is full (memory durability holds at most 100000 jobs per endpoint)",
-                    );
-                    self.dlq.add_reliably(&dl, Duration::from_secs(30)).await;
-                    route.state.dead_lettered(&dl.error);
-                }
-            }
-        }
-        if matched == 0 {
-            tracing::debug!(idempotency_key = %msg.idempotency_key, channel = %msg.channel, event_type = %msg.event_type, "no endpoint matches");
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::bridge::{build_endpoints, redis_manager};
+use crate::bridge::{QueueMode, build_endpoints, redis_manager};
 use crate::cli::DlqCommand;
 use crate::config::Config;
 use crate::dlq::{DeadLetter, Dlq, Stage, rfc3339};
@@ -141,7 +141,7 @@ async fn replay(
         return Ok(crate::exit::OK);
     }
 
-    let endpoints = build_endpoints(cfg, dlq)?;
+    let endpoints = build_endpoints(cfg, dlq, &QueueMode::Memory)?;
     let shutdown = Shutdown::new();
     for e in &endpoints {
         tokio::spawn(
@@ -155,6 +155,7 @@ async fn replay(
         max_payload_bytes: cfg.security.max_payload_bytes,
         dedupe_window: cfg.delivery.dedupe_window.0,
         seen_prefix: cfg.redis.key("seen:"),
+        durable: false,
     };
 
     let mut skipped = 0u64;
@@ -233,7 +234,9 @@ async fn replay(
             if i == last {
                 job.replay_of = Some(e.id.clone());
             }
-            if r.route.queue.push(job).is_ok() {
+            if let crate::queue::Queue::Memory(q) = &r.route.queue
+                && q.push(job).is_ok()
+            {
                 queued += 1;
             }
         }
@@ -259,7 +262,10 @@ async fn replay(
     };
     let started = SystemTime::now();
     loop {
-        let idle = endpoints.iter().all(|e| e.route.queue.outstanding() == 0);
+        let idle = endpoints.iter().all(|e| match &e.route.queue {
+            crate::queue::Queue::Memory(q) => q.outstanding() == 0,
+            crate::queue::Queue::Redis(_) => true,
+        });
         let (d, f) = settled();
         bar.set_position(d + f);
         bar.set_message(format!("{d} delivered, {f} failed again"));

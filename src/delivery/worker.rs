@@ -20,8 +20,7 @@ use super::{EndpointState, Outcome};
 use crate::config::{EndpointConfig, SecurityConfig};
 use crate::dlq::{Dlq, Stage};
 use crate::ingest::dead_letter;
-use crate::queue::Job;
-use crate::queue::memory::MemoryQueue;
+use crate::queue::{Job, Queue};
 use crate::telemetry::{self, metric};
 
 /// How long a settled job may wait for the dead-letter stream to accept it.
@@ -51,7 +50,7 @@ pub struct Worker {
     circuit: Circuit,
     policy: RetryPolicy,
     static_headers: HeaderMap,
-    queue: Arc<MemoryQueue>,
+    queue: Queue,
     state: Arc<EndpointState>,
     dlq: Dlq,
     success: metrics::Counter,
@@ -65,7 +64,7 @@ impl Worker {
     pub fn new(
         cfg: Arc<EndpointConfig>,
         security: &SecurityConfig,
-        queue: Arc<MemoryQueue>,
+        queue: Queue,
         state: Arc<EndpointState>,
         dlq: Dlq,
     ) -> Result<Self, WorkerError> {
@@ -129,12 +128,12 @@ impl Worker {
                 _ = shutdown.cancelled() => break,
             };
             let job = tokio::select! {
-                j = self.queue.next() => j,
+                j = self.queue.next() => match j { Some(j) => j, None => break },
                 _ = shutdown.cancelled() => break,
             };
             let admit = tokio::select! {
                 a = self.circuit.admit(|s| self.circuit_changed(s)) => a,
-                _ = shutdown.cancelled() => { self.queue.push_front(job); break }
+                _ = shutdown.cancelled() => { self.queue.release(job); break }
             };
             self.state.queued_gauge(self.queue.depth());
             let me = self.clone();
@@ -218,18 +217,17 @@ impl Worker {
                         "attempt failed; will retry"
                     );
                     if !self.cfg.ordered {
-                        self.queue
-                            .retry_at(job, tokio::time::Instant::now() + delay);
+                        self.queue.retry_in(job, delay, shutdown).await;
                         self.state.queued_gauge(self.queue.depth());
                         return;
                     }
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => { self.queue.push_front(job); return; }
+                        _ = shutdown.cancelled() => { self.queue.release(job); return; }
                     }
                     admit = tokio::select! {
                         a = self.circuit.admit(|s| self.circuit_changed(s)) => a,
-                        _ = shutdown.cancelled() => { self.queue.push_front(job); return; }
+                        _ = shutdown.cancelled() => { self.queue.release(job); return; }
                     };
                 }
                 Outcome::Permanent {
@@ -278,7 +276,7 @@ impl Worker {
         {
             tracing::warn!(endpoint = %self.cfg.name, dlq_id = %id, error = %e, "replayed entry could not be removed from the dead-letter stream");
         }
-        self.queue.done();
+        self.queue.done(job);
     }
 
     /// One HTTP attempt: headers, signature, POST, metrics.

@@ -1,0 +1,716 @@
+//! The durable queue (`durability = "redis"`, the default).
+//!
+//! Keys, under `<key_prefix>`:
+//! - `q:<endpoint>` — a stream per endpoint; consumer group `workers`. Ingest journals each
+//!   message into the streams of its endpoints in the same Lua call that records its
+//!   idempotency key (`seen:<key>`), so a message is journaled exactly once or not at all.
+//! - `retry:<endpoint>` — a sorted set of jobs waiting for a retry, scored by due time (ms).
+//!   Scheduling a retry moves the entry from the stream into the set in one MULTI; a mover
+//!   puts due jobs back into the stream with a Lua script, so replicas never move one twice.
+//! - `replica:<consumer>` — each replica's heartbeat (expires after [`HEARTBEAT_TTL`]).
+//!   Entries read by a consumer whose heartbeat is gone (killed, crashed, or shut down) are
+//!   claimed by the live replicas at once; that is how a dead replica's work is finished.
+//!
+//! A job is acknowledged (XACK + XDEL, batched) only when it is delivered or dead-lettered.
+//! Each worker prefetches at most `concurrency` jobs, so memory stays flat however long the
+//! backlog in Redis grows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use redis::Value;
+use redis::aio::ConnectionManager;
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::Job;
+use crate::ingest::Message;
+
+/// The consumer group every replica joins.
+pub const GROUP: &str = "workers";
+/// How long a replica's heartbeat lives without renewal.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(5);
+/// How often heartbeats are renewed.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// How long one XREADGROUP blocks.
+const BLOCK: Duration = Duration::from_millis(1000);
+/// How often due retries are moved back and dead replicas' work is looked for.
+const MOVE_EVERY: Duration = Duration::from_millis(100);
+const CLAIM_EVERY: Duration = Duration::from_millis(1000);
+/// Most acknowledgements sent in one round trip.
+const ACK_BATCH: usize = 512;
+
+/// Key names of one endpoint's queue.
+#[derive(Debug, Clone)]
+pub struct QueueKeys {
+    /// The stream.
+    pub stream: String,
+    /// The retry set.
+    pub retry: String,
+    /// Prefix of heartbeat keys: `<prefix>:replica:`.
+    pub replica_prefix: String,
+}
+
+impl QueueKeys {
+    /// The keys of `endpoint` under `key_prefix`.
+    pub fn new(key_prefix: &str, endpoint: &str) -> Self {
+        Self {
+            stream: format!("{key_prefix}:q:{endpoint}"),
+            retry: format!("{key_prefix}:retry:{endpoint}"),
+            replica_prefix: format!("{key_prefix}:replica:"),
+        }
+    }
+}
+
+/// Field names of a journaled job (short: they are stored with every entry).
+mod field {
+    pub const KEY: &str = "k";
+    pub const EVENT: &str = "e";
+    pub const SOURCE: &str = "s";
+    pub const CHANNEL: &str = "c";
+    pub const BODY: &str = "b";
+    pub const RECEIVED: &str = "r";
+    pub const TRACE: &str = "t";
+    pub const ATTEMPTS: &str = "a";
+    pub const STATUS: &str = "st";
+    pub const ERROR: &str = "er";
+}
+
+/// The XADD field/value arguments of a message's first journal entry.
+pub fn journal_fields(msg: &Message) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (field::KEY, msg.idempotency_key.as_bytes().to_vec()),
+        (field::EVENT, msg.event_type.as_bytes().to_vec()),
+        (field::SOURCE, msg.source.as_bytes().to_vec()),
+        (field::CHANNEL, msg.channel.as_bytes().to_vec()),
+        (field::BODY, msg.body.to_vec()),
+        (
+            field::RECEIVED,
+            crate::dlq::unix_ms(msg.received_at)
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            field::TRACE,
+            msg.traceparent.clone().unwrap_or_default().into_bytes(),
+        ),
+        (field::ATTEMPTS, b"0".to_vec()),
+    ]
+}
+
+/// Records the idempotency key and journals the message into every endpoint stream given,
+/// atomically. KEYS: seen key, then streams. ARGV: window ms, then XADD field/value pairs.
+/// Returns 1 if journaled, 0 if the key was already seen.
+pub const JOURNAL_LUA: &str = r#"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
+  return 0
+end
+for i = 2, #KEYS do
+  redis.call('XADD', KEYS[i], '*', unpack(ARGV, 2))
+end
+return 1
+"#;
+
+/// Moves due jobs from the retry set back into the stream. KEYS: retry set, stream.
+/// ARGV: now ms, limit. Members are JSON objects of the job's fields.
+const MOVE_LUA: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, m in ipairs(due) do
+  local j = cjson.decode(m)
+  redis.call('XADD', KEYS[2], '*', 'k', j.k, 'e', j.e, 's', j.s, 'c', j.c, 'b', j.b,
+    'r', j.r, 't', j.t, 'a', j.a, 'st', j.st, 'er', j.er)
+  redis.call('ZREM', KEYS[1], m)
+end
+return #due
+"#;
+
+/// One endpoint's durable queue, as seen by this replica.
+pub struct RedisQueue {
+    conn: ConnectionManager,
+    keys: QueueKeys,
+    consumer: String,
+    prefetch_tx: mpsc::Sender<Job>,
+    prefetch_rx: Mutex<mpsc::Receiver<Job>>,
+    ack_tx: mpsc::UnboundedSender<String>,
+    ack_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    depth: AtomicU64,
+    pending: AtomicU64,
+    mover: redis::Script,
+}
+
+impl RedisQueue {
+    /// A queue for `keys`, read as `consumer`, prefetching at most `prefetch` jobs.
+    pub fn new(conn: ConnectionManager, keys: QueueKeys, consumer: &str, prefetch: usize) -> Self {
+        let (prefetch_tx, prefetch_rx) = mpsc::channel(prefetch.max(1));
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+        Self {
+            conn,
+            keys,
+            consumer: consumer.to_string(),
+            prefetch_tx,
+            prefetch_rx: Mutex::new(prefetch_rx),
+            ack_tx,
+            ack_rx: Mutex::new(Some(ack_rx)),
+            depth: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            mover: redis::Script::new(MOVE_LUA),
+        }
+    }
+
+    /// The stream key.
+    pub fn stream(&self) -> &str {
+        &self.keys.stream
+    }
+
+    /// Creates the consumer group (and stream) if missing.
+    pub async fn ensure_group(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.keys.stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match r {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Starts the reader (with its own connection, since XREADGROUP blocks), the retry
+    /// mover, the dead-replica claimer and the acknowledger. They stop with `shutdown`; the
+    /// acknowledger flushes what it holds first.
+    ///
+    /// The reader and claimer stop taking new work at `shutdown`; the mover and depth gauge
+    /// run until `stop`, after in-flight deliveries have drained.
+    pub fn start(
+        self: &Arc<Self>,
+        reader_conn: ConnectionManager,
+        shutdown: CancellationToken,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.clone().read_loop(reader_conn, shutdown.clone()));
+        tokio::spawn(self.clone().claim_loop(shutdown));
+        tokio::spawn(self.clone().move_loop(stop.clone()));
+        tokio::spawn(self.clone().depth_loop(stop));
+        let me = self.clone();
+        tokio::spawn(async move { me.ack_loop().await })
+    }
+
+    /// The next job to attempt.
+    pub async fn next(&self) -> Option<Job> {
+        self.prefetch_rx.lock().await.recv().await
+    }
+
+    /// Acknowledges a settled job (batched).
+    pub fn done(&self, job: &Job) {
+        if let Some(id) = &job.queue_id {
+            let _ = self.ack_tx.send(id.clone());
+        }
+    }
+
+    /// Closes the acknowledger; the task returned by [`start`](Self::start) ends once every
+    /// queued acknowledgement is written.
+    pub fn close(&self) {
+        // Dropping our sender is not possible through &self; an empty id is the stop marker.
+        let _ = self.ack_tx.send(String::new());
+    }
+
+    /// Moves a job from the stream into the retry set, due in `delay`, in one MULTI.
+    pub async fn retry_in(&self, job: &Job, delay: Duration) -> redis::RedisResult<()> {
+        let due = now_ms() + delay.as_millis() as u64;
+        let member = serde_json::json!({
+            "k": job.msg.idempotency_key,
+            "e": job.msg.event_type,
+            "s": &*job.msg.source,
+            "c": job.msg.channel,
+            "b": String::from_utf8_lossy(&job.msg.body),
+            "r": crate::dlq::unix_ms(job.msg.received_at).to_string(),
+            "t": job.msg.traceparent.clone().unwrap_or_default(),
+            "a": job.attempts.to_string(),
+            "st": job.last_status.map(|s| s.to_string()).unwrap_or_default(),
+            "er": job.last_error.clone().unwrap_or_default(),
+            // Makes the member unique even if the same job is scheduled twice.
+            "id": job.queue_id.clone().unwrap_or_default(),
+        })
+        .to_string();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("ZADD")
+            .arg(&self.keys.retry)
+            .arg(due)
+            .arg(member)
+            .ignore();
+        if let Some(id) = &job.queue_id {
+            pipe.cmd("XACK")
+                .arg(&self.keys.stream)
+                .arg(GROUP)
+                .arg(id)
+                .ignore();
+            pipe.cmd("XDEL").arg(&self.keys.stream).arg(id).ignore();
+        }
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await
+    }
+
+    /// Jobs waiting (not in flight): stream entries not yet read plus scheduled retries.
+    pub fn depth(&self) -> u64 {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    async fn read_loop(self: Arc<Self>, mut conn: ConnectionManager, shutdown: CancellationToken) {
+        // First this consumer's own unacknowledged entries (none for a fresh consumer name),
+        // then new ones.
+        let mut cursor = "0";
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let permit = tokio::select! {
+                p = self.prefetch_tx.reserve() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.cancelled() => break,
+            };
+            let room = self.prefetch_tx.capacity() + 1;
+            let mut cmd = redis::cmd("XREADGROUP");
+            cmd.arg("GROUP")
+                .arg(GROUP)
+                .arg(&self.consumer)
+                .arg("COUNT")
+                .arg(room);
+            if cursor == ">" {
+                cmd.arg("BLOCK").arg(BLOCK.as_millis() as u64);
+            }
+            cmd.arg("STREAMS").arg(&self.keys.stream).arg(cursor);
+            let reply = tokio::select! {
+                r = cmd.query_async::<Value>(&mut conn) => r,
+                _ = shutdown.cancelled() => break,
+            };
+            let entries = match reply {
+                Ok(v) => {
+                    backoff = Duration::from_millis(100);
+                    parse_read_reply(v)
+                }
+                Err(e) => {
+                    if e.code() == Some("NOGROUP") {
+                        tracing::warn!(stream = %self.keys.stream, "consumer group missing (Redis restarted without persistence?); recreating");
+                        let _ = self.ensure_group().await;
+                    } else {
+                        tracing::warn!(stream = %self.keys.stream, error = %e, "reading the queue failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = shutdown.cancelled() => break,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                    continue;
+                }
+            };
+            if cursor == "0" && entries.len() < room {
+                cursor = ">";
+            }
+            let mut permit = Some(permit);
+            for (id, fields) in entries {
+                let Some(fields) = fields else {
+                    // Deleted while pending (e.g. by a settled duplicate claim): just ack it.
+                    let _ = self.ack_tx.send(id);
+                    continue;
+                };
+                let job = job_from_fields(id, &fields);
+                match permit.take() {
+                    Some(p) => p.send(job),
+                    None => {
+                        if self.prefetch_tx.send(job).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn move_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(MOVE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let mut conn = self.conn.clone();
+            let r: redis::RedisResult<i64> = self
+                .mover
+                .key(&self.keys.retry)
+                .key(&self.keys.stream)
+                .arg(now_ms())
+                .arg(256)
+                .invoke_async(&mut conn)
+                .await;
+            if let Err(e) = r {
+                tracing::debug!(stream = %self.keys.stream, error = %e, "moving due retries failed; will try again");
+            }
+        }
+    }
+
+    /// Claims entries of consumers whose heartbeat is gone.
+    async fn claim_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(CLAIM_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if let Err(e) = self.claim_dead().await {
+                tracing::debug!(stream = %self.keys.stream, error = %e, "claiming failed; will try again");
+            }
+        }
+    }
+
+    async fn claim_dead(&self) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let summary: Value = redis::cmd("XPENDING")
+            .arg(&self.keys.stream)
+            .arg(GROUP)
+            .query_async(&mut conn)
+            .await?;
+        let consumers = pending_consumers(&summary);
+        for (consumer, _count) in consumers {
+            if consumer == self.consumer {
+                continue;
+            }
+            let alive: bool = redis::cmd("EXISTS")
+                .arg(format!("{}{consumer}", self.keys.replica_prefix))
+                .query_async(&mut conn)
+                .await?;
+            if alive {
+                continue;
+            }
+            let mut claimed = 0usize;
+            loop {
+                let pending: Value = redis::cmd("XPENDING")
+                    .arg(&self.keys.stream)
+                    .arg(GROUP)
+                    .arg("-")
+                    .arg("+")
+                    .arg(100)
+                    .arg(&consumer)
+                    .query_async(&mut conn)
+                    .await?;
+                let ids = pending_ids(&pending);
+                if ids.is_empty() {
+                    break;
+                }
+                // min-idle 1000 ms: if another replica claimed these a moment ago, this
+                // XCLAIM takes nothing, so no entry is claimed twice.
+                let reply: Value = redis::cmd("XCLAIM")
+                    .arg(&self.keys.stream)
+                    .arg(GROUP)
+                    .arg(&self.consumer)
+                    .arg(1000)
+                    .arg(&ids)
+                    .query_async(&mut conn)
+                    .await?;
+                let entries = parse_entries(reply);
+                if entries.is_empty() {
+                    break;
+                }
+                for (id, fields) in entries {
+                    match fields {
+                        Some(f) => {
+                            claimed += 1;
+                            if self
+                                .prefetch_tx
+                                .send(job_from_fields(id, &f))
+                                .await
+                                .is_err()
+                            {
+                                return Ok(());
+                            }
+                        }
+                        None => {
+                            let _ = self.ack_tx.send(id);
+                        }
+                    }
+                }
+            }
+            if claimed > 0 {
+                tracing::warn!(stream = %self.keys.stream, dead_replica = %consumer, entries = claimed, "claimed the unfinished work of a replica that stopped");
+            }
+            let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(&self.keys.stream)
+                .arg(GROUP)
+                .arg(&consumer)
+                .query_async(&mut conn)
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn depth_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let mut conn = self.conn.clone();
+            let r: redis::RedisResult<(u64, u64, Value)> = redis::pipe()
+                .cmd("XLEN")
+                .arg(&self.keys.stream)
+                .cmd("ZCARD")
+                .arg(&self.keys.retry)
+                .cmd("XPENDING")
+                .arg(&self.keys.stream)
+                .arg(GROUP)
+                .query_async(&mut conn)
+                .await;
+            if let Ok((len, retries, summary)) = r {
+                let pending = match &summary {
+                    Value::Array(v) => v.first().and_then(as_u64).unwrap_or(0),
+                    _ => 0,
+                };
+                self.pending.store(pending, Ordering::Relaxed);
+                self.depth
+                    .store(len.saturating_sub(pending) + retries, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn ack_loop(&self) {
+        let Some(mut rx) = self.ack_rx.lock().await.take() else {
+            return;
+        };
+        let mut ids: Vec<String> = Vec::with_capacity(ACK_BATCH);
+        let mut stopping = false;
+        let mut failures_while_stopping = 0u32;
+        loop {
+            if ids.is_empty() {
+                if stopping {
+                    return;
+                }
+                let mut buf = Vec::with_capacity(ACK_BATCH);
+                if rx.recv_many(&mut buf, ACK_BATCH).await == 0 {
+                    return;
+                }
+                for id in buf {
+                    if id.is_empty() {
+                        stopping = true;
+                    } else {
+                        ids.push(id);
+                    }
+                }
+                // Take whatever else arrived meanwhile, without waiting.
+                while ids.len() < ACK_BATCH {
+                    match rx.try_recv() {
+                        Ok(id) if id.is_empty() => stopping = true,
+                        Ok(id) => ids.push(id),
+                        Err(_) => break,
+                    }
+                }
+                if ids.is_empty() {
+                    continue;
+                }
+            }
+            let mut pipe = redis::pipe();
+            pipe.cmd("XACK")
+                .arg(&self.keys.stream)
+                .arg(GROUP)
+                .arg(&ids)
+                .ignore();
+            pipe.cmd("XDEL").arg(&self.keys.stream).arg(&ids).ignore();
+            let mut conn = self.conn.clone();
+            match pipe.query_async::<()>(&mut conn).await {
+                Ok(()) => ids.clear(),
+                Err(e) => {
+                    // Keep them: an unacknowledged entry would be delivered again after a
+                    // restart; retrying the ack avoids that duplicate.
+                    tracing::warn!(stream = %self.keys.stream, error = %e, pending_acks = ids.len(), "acknowledging failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if stopping {
+                        // Give up after a few tries at shutdown; the entries will be redelivered.
+                        failures_while_stopping += 1;
+                        if failures_while_stopping > 10 {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// This replica's heartbeat: renews `replica:<consumer>` until shutdown, then deletes it so
+/// the others claim what this replica leaves at once.
+pub async fn heartbeat(conn: ConnectionManager, key: String, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        let mut c = conn.clone();
+        let _: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("PX")
+            .arg(HEARTBEAT_TTL.as_millis() as u64)
+            .query_async(&mut c)
+            .await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+}
+
+/// Deletes a heartbeat key (at the end of a clean shutdown).
+pub async fn forget_replica(conn: &ConnectionManager, key: &str) {
+    let mut c = conn.clone();
+    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(key).query_async(&mut c).await;
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+type Fields = HashMap<String, Vec<u8>>;
+
+fn as_bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.as_bytes().to_vec()),
+        Value::Int(i) => Some(i.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        other => as_bytes(other)
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse().ok()),
+    }
+}
+
+fn as_string(v: &Value) -> Option<String> {
+    as_bytes(v).and_then(|b| String::from_utf8(b).ok())
+}
+
+/// `[[id, [f, v, …]], …]` (or `[id, nil]` for deleted entries).
+fn parse_entries(v: Value) -> Vec<(String, Option<Fields>)> {
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(mut pair) = item else {
+            continue;
+        };
+        if pair.is_empty() {
+            continue;
+        }
+        let fields_v = if pair.len() > 1 {
+            pair.swap_remove(1)
+        } else {
+            Value::Nil
+        };
+        let Some(id) = as_string(&pair[0]) else {
+            continue;
+        };
+        let fields = match fields_v {
+            Value::Array(kv) => {
+                let mut m = HashMap::with_capacity(kv.len() / 2);
+                let mut it = kv.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    if let (Some(k), Value::BulkString(v)) = (as_string(&k), v) {
+                        m.insert(k, v);
+                    }
+                }
+                Some(m)
+            }
+            _ => None,
+        };
+        out.push((id, fields));
+    }
+    out
+}
+
+/// XREADGROUP reply: `[[stream, entries]]` (RESP2) or a map (RESP3); nil on timeout.
+fn parse_read_reply(v: Value) -> Vec<(String, Option<Fields>)> {
+    match v {
+        Value::Array(streams) => streams
+            .into_iter()
+            .flat_map(|s| match s {
+                Value::Array(mut kv) if kv.len() == 2 => parse_entries(kv.swap_remove(1)),
+                _ => Vec::new(),
+            })
+            .collect(),
+        Value::Map(kv) => kv.into_iter().flat_map(|(_, e)| parse_entries(e)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// XPENDING summary: `[count, min, max, [[consumer, count], …]]`.
+fn pending_consumers(v: &Value) -> Vec<(String, u64)> {
+    let Value::Array(parts) = v else {
+        return Vec::new();
+    };
+    let Some(Value::Array(consumers)) = parts.get(3) else {
+        return Vec::new();
+    };
+    consumers
+        .iter()
+        .filter_map(|c| match c {
+            Value::Array(pair) if pair.len() == 2 => {
+                Some((as_string(&pair[0])?, as_u64(&pair[1])?))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// XPENDING extended: `[[id, consumer, idle, deliveries], …]`.
+fn pending_ids(v: &Value) -> Vec<String> {
+    let Value::Array(rows) = v else {
+        return Vec::new();
+    };
+    rows.iter()
+        .filter_map(|r| match r {
+            Value::Array(cols) => cols.first().and_then(as_string),
+            _ => None,
+        })
+        .collect()
+}
+
+fn job_from_fields(id: String, f: &Fields) -> Job {
+    let text = |k: &str| {
+        f.get(k)
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_default()
+    };
+    let received_ms: u64 = text(field::RECEIVED).parse().unwrap_or(0);
+    let trace = text(field::TRACE);
+    let msg = Message {
+        idempotency_key: text(field::KEY),
+        event_type: text(field::EVENT),
+        source: Arc::from(text(field::SOURCE).as_str()),
+        channel: text(field::CHANNEL),
+        body: Bytes::from(f.get(field::BODY).cloned().unwrap_or_default()),
+        received_at: UNIX_EPOCH + Duration::from_millis(received_ms),
+        traceparent: (!trace.is_empty()).then_some(trace),
+    };
+    let status = text(field::STATUS);
+    let error = text(field::ERROR);
+    Job {
+        msg: Arc::new(msg),
+        attempts: text(field::ATTEMPTS).parse().unwrap_or(0),
+        last_status: status.parse().ok(),
+        last_error: (!error.is_empty()).then_some(error),
+        replay_of: None,
+        queue_id: Some(id),
+    }
+}
