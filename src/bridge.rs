@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::admin::{self, Status};
 use crate::config::Durability;
-use crate::config::{Config, ConfigError, SourceKind};
+use crate::config::{Config, SourceKind};
 use crate::delivery::EndpointState;
 use crate::delivery::worker::Worker;
 use crate::dlq::Dlq;
@@ -148,16 +148,6 @@ pub async fn run(
     metrics: PrometheusHandle,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    for (i, s) in cfg.sources.iter().enumerate() {
-        if s.kind != SourceKind::Pubsub {
-            return Err(ConfigError::Invalid {
-                key: format!("sources[{i}].kind"),
-                origin: String::new(),
-                message: "list and stream sources need durability = \"redis\", which this build does not have yet; use a pubsub source".into(),
-            }
-            .into());
-        }
-    }
     if opts.dual && cfg.republish.targets.is_empty() {
         tracing::warn!(
             "--dual is on but [republish] targets is empty; nothing will be republished"
@@ -182,12 +172,14 @@ pub async fn run(
     let queue_stop = tokio_util::sync::CancellationToken::new();
     let heartbeat_key = cfg.redis.key(&format!("replica:{consumer}"));
     let mut ackers = Vec::new();
+    // Every replica heartbeats: durable queues and list/stream sources claim the work of
+    // replicas whose heartbeat is gone.
+    let heartbeat = tokio::spawn(redis_queue::heartbeat(
+        conn.clone(),
+        heartbeat_key,
+        queue_stop.clone(),
+    ));
     if durable {
-        tokio::spawn(redis_queue::heartbeat(
-            conn.clone(),
-            heartbeat_key.clone(),
-            queue_stop.clone(),
-        ));
         for e in &endpoints {
             if let Queue::Redis(q) = &e.route.queue {
                 let mut wait = Duration::from_millis(100);
@@ -271,13 +263,38 @@ pub async fn run(
 
     let mut source_tasks = Vec::new();
     for (s, state) in cfg.sources.iter().zip(&sources) {
-        source_tasks.push(tokio::spawn(source::pubsub::run(
-            cfg.redis.url.clone(),
-            s.clone(),
-            state.clone(),
-            tx.clone(),
-            shutdown.token.clone(),
-        )));
+        let (s, state, tx, stop) = (s.clone(), state.clone(), tx.clone(), shutdown.token.clone());
+        let task = match s.kind {
+            SourceKind::Pubsub => tokio::spawn(source::pubsub::run(
+                cfg.redis.url.clone(),
+                s,
+                state,
+                tx,
+                stop,
+            )),
+            SourceKind::List => {
+                let keys = source::list::ListKeys::new(&cfg.redis.key_prefix, &s, &consumer);
+                tokio::spawn(source::list::run(
+                    redis_reader(&cfg.redis.url)?,
+                    keys,
+                    s,
+                    state,
+                    tx,
+                    stop,
+                ))
+            }
+            SourceKind::Stream => tokio::spawn(source::stream::run(
+                redis_reader(&cfg.redis.url)?,
+                conn.clone(),
+                s,
+                consumer.clone(),
+                cfg.redis.key("replica:"),
+                state,
+                tx,
+                stop,
+            )),
+        };
+        source_tasks.push(task);
     }
     drop(tx);
 
@@ -323,12 +340,13 @@ pub async fn run(
         for (q, acker) in ackers {
             q.close();
             let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
+            q.leave().await;
         }
-        queue_stop.cancel();
-        redis_queue::forget_replica(&conn, &heartbeat_key).await;
     } else {
         park_memory_jobs(&endpoints, &dlq).await;
     }
+    queue_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), heartbeat).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
     tracing::info!("bridge stopped");
     Ok(())

@@ -260,6 +260,14 @@ impl Ingest {
         let mut msgs: Vec<Arc<Message>> = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
             msgs.clear();
+            let mut acks = redis::pipe();
+            let mut ack_count = 0;
+            for r in &batch {
+                if r.ack.is_some() {
+                    crate::source::ack_into(&mut acks, r);
+                    ack_count += 1;
+                }
+            }
             for r in batch.drain(..) {
                 match parse(
                     &r.body,
@@ -280,9 +288,19 @@ impl Ingest {
                     Err(e) => self.reject(&r, &e).await,
                 }
             }
-            if msgs.is_empty() {
-                continue;
+            if !msgs.is_empty() {
+                self.route_batch(&journal, &msgs).await;
             }
+            if ack_count > 0 {
+                self.ack_sources(&acks).await;
+            }
+        }
+        tracing::debug!("ingest stopped");
+    }
+
+    /// Journals (or queues in memory) a batch of parsed messages.
+    async fn route_batch(&self, journal: &redis::Script, msgs: &[Arc<Message>]) {
+        {
             let routes = self
                 .routes
                 .read()
@@ -298,9 +316,9 @@ impl Ingest {
                 })
                 .collect();
             let fresh = if self.settings.durable {
-                self.journal(&journal, &msgs, &targets).await
+                self.journal(journal, msgs, &targets).await
             } else {
-                self.dedupe(&msgs).await
+                self.dedupe(msgs).await
             };
             for ((msg, targets), fresh) in msgs.iter().zip(&targets).zip(fresh) {
                 if !fresh {
@@ -318,7 +336,24 @@ impl Ingest {
                 }
             }
         }
-        tracing::debug!("ingest stopped");
+    }
+
+    /// Tells list and stream sources that their messages are journaled. If Redis is away
+    /// the items stay in the processing list / pending list and are read again later; the
+    /// journal's de-duplication drops them then.
+    async fn ack_sources(&self, acks: &redis::Pipeline) {
+        let mut wait = Duration::from_millis(100);
+        for _ in 0..5 {
+            let mut conn = self.redis.clone();
+            match acks.query_async::<()>(&mut conn).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "acknowledging source messages failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+            }
+        }
     }
 
     /// Records each key and journals each message into its endpoints' streams, atomically per

@@ -69,7 +69,7 @@ pub struct RawDelivery {
 impl Default for RawDelivery {
     fn default() -> Self {
         Self {
-            durability: "memory".into(),
+            durability: "redis".into(),
             idempotency_key_fields: ["model_id", "token_symbol", "mlflow_run_id", "model_version"]
                 .map(String::from)
                 .to_vec(),

@@ -371,83 +371,52 @@ impl RedisQueue {
 
     async fn claim_dead(&self) -> redis::RedisResult<()> {
         let mut conn = self.conn.clone();
-        let summary: Value = redis::cmd("XPENDING")
-            .arg(&self.keys.stream)
-            .arg(GROUP)
-            .query_async(&mut conn)
-            .await?;
-        let consumers = pending_consumers(&summary);
-        for (consumer, _count) in consumers {
-            if consumer == self.consumer {
-                continue;
-            }
-            let alive: bool = redis::cmd("EXISTS")
-                .arg(format!("{}{consumer}", self.keys.replica_prefix))
-                .query_async(&mut conn)
-                .await?;
-            if alive {
-                continue;
-            }
-            let mut claimed = 0usize;
-            loop {
-                let pending: Value = redis::cmd("XPENDING")
-                    .arg(&self.keys.stream)
-                    .arg(GROUP)
-                    .arg("-")
-                    .arg("+")
-                    .arg(100)
-                    .arg(&consumer)
-                    .query_async(&mut conn)
-                    .await?;
-                let ids = pending_ids(&pending);
-                if ids.is_empty() {
-                    break;
-                }
-                // min-idle 1000 ms: if another replica claimed these a moment ago, this
-                // XCLAIM takes nothing, so no entry is claimed twice.
-                let reply: Value = redis::cmd("XCLAIM")
-                    .arg(&self.keys.stream)
-                    .arg(GROUP)
-                    .arg(&self.consumer)
-                    .arg(1000)
-                    .arg(&ids)
-                    .query_async(&mut conn)
-                    .await?;
-                let entries = parse_entries(reply);
-                if entries.is_empty() {
-                    break;
-                }
-                for (id, fields) in entries {
+        let tx = self.prefetch_tx.clone();
+        let acks = self.ack_tx.clone();
+        claim_dead_consumers(
+            &mut conn,
+            &self.keys.stream,
+            GROUP,
+            &self.consumer,
+            &self.keys.replica_prefix,
+            |id, fields| {
+                let tx = tx.clone();
+                let acks = acks.clone();
+                async move {
                     match fields {
-                        Some(f) => {
-                            claimed += 1;
-                            if self
-                                .prefetch_tx
-                                .send(job_from_fields(id, &f))
-                                .await
-                                .is_err()
-                            {
-                                return Ok(());
-                            }
-                        }
-                        None => {
-                            let _ = self.ack_tx.send(id);
-                        }
+                        Some(f) => tx.send(job_from_fields(id, &f)).await.is_ok(),
+                        None => acks.send(id).is_ok(),
                     }
                 }
-            }
-            if claimed > 0 {
-                tracing::warn!(stream = %self.keys.stream, dead_replica = %consumer, entries = claimed, "claimed the unfinished work of a replica that stopped");
-            }
+            },
+        )
+        .await
+    }
+
+    /// Leaves the consumer group at a clean shutdown if nothing is pending for this replica
+    /// (pending entries stay, to be claimed by the others).
+    pub async fn leave(&self) {
+        let mut conn = self.conn.clone();
+        let pending: redis::RedisResult<Value> = redis::cmd("XPENDING")
+            .arg(&self.keys.stream)
+            .arg(GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(1)
+            .arg(&self.consumer)
+            .query_async(&mut conn)
+            .await;
+        if let Ok(v) = pending
+            && pending_ids(&v).is_empty()
+        {
             let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
                 .arg("DELCONSUMER")
                 .arg(&self.keys.stream)
                 .arg(GROUP)
-                .arg(&consumer)
+                .arg(&self.consumer)
                 .query_async(&mut conn)
                 .await;
         }
-        Ok(())
     }
 
     async fn depth_loop(self: Arc<Self>, shutdown: CancellationToken) {
@@ -543,6 +512,88 @@ impl RedisQueue {
     }
 }
 
+/// Claims the pending entries of every consumer of `stream`/`group` whose heartbeat key
+/// (`<replica_prefix><consumer>`) is gone, hands each to `take` (fields `None` when the entry
+/// was deleted meanwhile), and removes the dead consumer. Used by the endpoint queues and
+/// the stream source alike. `take` returns false to stop.
+pub async fn claim_dead_consumers<F, Fut>(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    group: &str,
+    me: &str,
+    replica_prefix: &str,
+    take: F,
+) -> redis::RedisResult<()>
+where
+    F: Fn(String, Option<Fields>) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let summary: Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query_async(conn)
+        .await?;
+    for (consumer, _count) in pending_consumers(&summary) {
+        if consumer == me {
+            continue;
+        }
+        let alive: bool = redis::cmd("EXISTS")
+            .arg(format!("{replica_prefix}{consumer}"))
+            .query_async(conn)
+            .await?;
+        if alive {
+            continue;
+        }
+        let mut claimed = 0usize;
+        loop {
+            let pending: Value = redis::cmd("XPENDING")
+                .arg(stream)
+                .arg(group)
+                .arg("-")
+                .arg("+")
+                .arg(100)
+                .arg(&consumer)
+                .query_async(conn)
+                .await?;
+            let ids = pending_ids(&pending);
+            if ids.is_empty() {
+                break;
+            }
+            // min-idle 1000 ms: if another replica claimed these a moment ago, this XCLAIM
+            // takes nothing, so no entry is claimed twice.
+            let reply: Value = redis::cmd("XCLAIM")
+                .arg(stream)
+                .arg(group)
+                .arg(me)
+                .arg(1000)
+                .arg(&ids)
+                .query_async(conn)
+                .await?;
+            let entries = parse_entries(reply);
+            if entries.is_empty() {
+                break;
+            }
+            for (id, fields) in entries {
+                claimed += 1;
+                if !take(id, fields).await {
+                    return Ok(());
+                }
+            }
+        }
+        if claimed > 0 {
+            tracing::warn!(stream = %stream, dead_replica = %consumer, entries = claimed, "claimed the unfinished work of a replica that stopped");
+        }
+        let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
+            .arg("DELCONSUMER")
+            .arg(stream)
+            .arg(group)
+            .arg(&consumer)
+            .query_async(conn)
+            .await;
+    }
+    Ok(())
+}
+
 /// This replica's heartbeat: renews `replica:<consumer>` until shutdown, then deletes it so
 /// the others claim what this replica leaves at once.
 pub async fn heartbeat(conn: ConnectionManager, key: String, shutdown: CancellationToken) {
@@ -561,12 +612,8 @@ pub async fn heartbeat(conn: ConnectionManager, key: String, shutdown: Cancellat
             _ = shutdown.cancelled() => break,
         }
     }
-}
-
-/// Deletes a heartbeat key (at the end of a clean shutdown).
-pub async fn forget_replica(conn: &ConnectionManager, key: &str) {
     let mut c = conn.clone();
-    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(key).query_async(&mut c).await;
+    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&key).query_async(&mut c).await;
 }
 
 fn now_ms() -> u64 {
@@ -576,7 +623,8 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-type Fields = HashMap<String, Vec<u8>>;
+/// A stream entry's fields.
+pub type Fields = HashMap<String, Vec<u8>>;
 
 fn as_bytes(v: &Value) -> Option<Vec<u8>> {
     match v {
@@ -601,7 +649,7 @@ fn as_string(v: &Value) -> Option<String> {
 }
 
 /// `[[id, [f, v, …]], …]` (or `[id, nil]` for deleted entries).
-fn parse_entries(v: Value) -> Vec<(String, Option<Fields>)> {
+pub fn parse_entries(v: Value) -> Vec<(String, Option<Fields>)> {
     let Value::Array(items) = v else {
         return Vec::new();
     };
@@ -640,7 +688,7 @@ fn parse_entries(v: Value) -> Vec<(String, Option<Fields>)> {
 }
 
 /// XREADGROUP reply: `[[stream, entries]]` (RESP2) or a map (RESP3); nil on timeout.
-fn parse_read_reply(v: Value) -> Vec<(String, Option<Fields>)> {
+pub fn parse_read_reply(v: Value) -> Vec<(String, Option<Fields>)> {
     match v {
         Value::Array(streams) => streams
             .into_iter()

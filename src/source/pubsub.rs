@@ -146,6 +146,7 @@ async fn forward(
                     body,
                     received_at: SystemTime::now(),
                     unwrap_envelope: cfg.unwrap_envelope,
+                    ack: None,
                 };
                 if out.send(r).await.is_err() {
                     return End::Shutdown;
