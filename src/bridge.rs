@@ -37,7 +37,7 @@ pub struct RunOptions {
 pub fn redis_manager(
     url: &crate::config::RedisUrl,
 ) -> Result<ConnectionManager, redis::RedisError> {
-    let client = redis::Client::open(url.expose())?;
+    let client = url.client()?;
     let cfg = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(5)))
@@ -49,7 +49,7 @@ pub fn redis_manager(
 /// A dedicated connection for blocking reads (XREADGROUP BLOCK would stall a shared one),
 /// with a response timeout longer than the block.
 pub fn redis_reader(url: &crate::config::RedisUrl) -> Result<ConnectionManager, redis::RedisError> {
-    let client = redis::Client::open(url.expose())?;
+    let client = url.client()?;
     let cfg = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
         .set_response_timeout(Some(Duration::from_secs(10)))

@@ -41,6 +41,24 @@ pub mod metric {
     pub const CONFIG_RELOADS: &str = "bridge_config_reloads_total";
     /// Gauge{channel}: subscribers of a source channel other than the bridge.
     pub const LEGACY_SUBSCRIBERS: &str = "bridge_legacy_subscribers";
+
+    /// Every metric name above.
+    pub const ALL: &[&str] = &[
+        PUBLISH_SUCCESS,
+        PUBLISH_FAILURE,
+        RETRY_COUNT,
+        CIRCUIT_STATE,
+        DELIVERY_DURATION,
+        END_TO_END,
+        MESSAGES_RECEIVED,
+        DUPLICATES_DROPPED,
+        REPUBLISHED,
+        QUEUE_DEPTH,
+        DLQ_DEPTH,
+        SOURCE_DISCONNECTS,
+        CONFIG_RELOADS,
+        LEGACY_SUBSCRIBERS,
+    ];
 }
 
 /// Histogram buckets that suit webhooks: 1 ms … 60 s.

@@ -123,6 +123,12 @@ impl RedisUrl {
         self.0.as_str()
     }
 
+    /// A client for this URL. Every Redis connection the bridge opens is made here, so
+    /// connection settings (TLS, auth) live in one place.
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        redis::Client::open(self.expose())
+    }
+
     /// The URL with any password replaced by `***`, for logs and errors.
     pub fn redacted(&self) -> String {
         redact_url(&self.0)

@@ -97,7 +97,7 @@ fn reconnect_backoff() -> impl Iterator<Item = Duration> {
 }
 
 async fn subscribe(url: &RedisUrl, cfg: &SourceConfig) -> redis::RedisResult<redis::aio::PubSub> {
-    let client = redis::Client::open(url.expose())?;
+    let client = url.client()?;
     let mut pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
