@@ -17,8 +17,8 @@ use crate::source::SourceState;
 
 /// Everything the admin endpoints report on.
 pub struct Status {
-    /// Deliveries paused cluster-wide.
-    pub paused: AtomicBool,
+    /// Deliveries paused cluster-wide (kept current by `control::watch_pause`).
+    pub paused: Arc<AtomicBool>,
     /// Dual publishing on.
     pub dual: bool,
     /// Bumped on every applied config.

@@ -1,18 +1,19 @@
 //! The `run` command: wires sources → ingest → per-endpoint queues → delivery workers, serves
 //! the admin endpoints, and shuts down in order on SIGTERM/SIGINT.
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, Status};
 use crate::config::Durability;
 use crate::config::{Config, SourceKind};
+use crate::control;
 use crate::delivery::EndpointState;
 use crate::delivery::worker::Worker;
 use crate::dlq::Dlq;
@@ -205,8 +206,32 @@ pub async fn run(
         .iter()
         .map(|s| Arc::new(SourceState::new(s.kind, &s.name)))
         .collect();
+    // The pause flag is read once before any worker starts, so a paused cluster does not
+    // deliver during start-up, then polled.
+    let paused_flag = Arc::new(AtomicBool::new(false));
+    let mut pause_conn = conn.clone();
+    let initially_paused = matches!(
+        tokio::time::timeout(
+            Duration::from_secs(3),
+            control::paused(&mut pause_conn, &cfg.redis.key_prefix)
+        )
+        .await,
+        Ok(Ok(Some(_)))
+    );
+    paused_flag.store(initially_paused, Ordering::Relaxed);
+    if initially_paused {
+        tracing::warn!("deliveries are paused (run `resume` to start them)");
+    }
+    let (pause_tx, pause_rx) = watch::channel(initially_paused);
+    tokio::spawn(control::watch_pause(
+        conn.clone(),
+        cfg.redis.key_prefix.clone(),
+        paused_flag.clone(),
+        pause_tx,
+        shutdown.token.clone(),
+    ));
     let status = Arc::new(Status {
-        paused: AtomicBool::new(false),
+        paused: paused_flag.clone(),
         dual: opts.dual,
         config_version: AtomicU64::new(1),
         sources: sources.clone(),
@@ -234,9 +259,11 @@ pub async fn run(
     let mut worker_tasks = Vec::new();
     for e in &endpoints {
         let w = e.worker.clone();
-        worker_tasks.push(tokio::spawn(
-            w.run(shutdown.token.clone(), shutdown.tracker.clone()),
-        ));
+        worker_tasks.push(tokio::spawn(w.run(
+            pause_rx.clone(),
+            shutdown.token.clone(),
+            shutdown.tracker.clone(),
+        )));
     }
 
     let (tx, rx) = mpsc::channel(4096);

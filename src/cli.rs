@@ -57,6 +57,20 @@ pub enum Command {
     /// Inspect and re-drive dead-lettered deliveries.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Pause deliveries on every replica (within 1 s); messages keep being received and wait.
+    Pause {
+        /// Why, shown by `status` and `/status`.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume deliveries on every replica.
+    Resume,
+    /// Summary: paused?, live replicas, queue depths, dead-letter count.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Flags of `run`.

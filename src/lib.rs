@@ -17,6 +17,7 @@
 //!   ([`delivery::client`]), classify the response into an [`delivery::Outcome`], retry with
 //!   backoff ([`delivery::retry`]) and keep a circuit breaker ([`delivery::circuit`]).
 //! - [`dlq`]: the dead-letter stream in Redis and its replay.
+//! - [`control`]: the cluster-wide pause flag every replica honours.
 //! - [`admin`]: the axum router for `/healthz`, `/readyz`, `/metrics` and `/status`.
 //! - [`telemetry`]: log subscriber (json/text), metrics names and registry, trace context.
 //! - [`shutdown`]: one cancellation signal for every task and a drain with a deadline.
@@ -29,6 +30,7 @@ pub mod bridge;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod dlq;
 pub mod ingest;

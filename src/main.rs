@@ -59,12 +59,25 @@ async fn dispatch(cli: Cli) -> i32 {
             }
         }
         Command::CheckConfig => commands::check_config::run(&opts),
-        Command::Dlq(cmd) => {
-            quiet_logging();
-            match Config::load(&opts) {
-                Ok(cfg) => commands::dlq::run(cfg, cmd).await,
-                Err(e) => Err(e.into()),
-            }
+        Command::Dlq(cmd) => with_config(&opts, |cfg| commands::dlq::run(cfg, cmd)).await,
+        Command::Pause { reason } => {
+            with_config(&opts, |cfg| async move {
+                commands::control::pause(&cfg, reason).await
+            })
+            .await
+        }
+        Command::Resume => {
+            with_config(
+                &opts,
+                |cfg| async move { commands::control::resume(&cfg).await },
+            )
+            .await
+        }
+        Command::Status { json } => {
+            with_config(&opts, |cfg| async move {
+                commands::control::status(&cfg, json).await
+            })
+            .await
         }
         Command::Receive(args) => {
             quiet_logging();
@@ -97,6 +110,17 @@ async fn run(cfg: Config, args: redis_webhook_bridge::cli::RunArgs) -> anyhow::R
     };
     bridge::run(cfg, opts, metrics, shutdown).await?;
     Ok(exit::OK)
+}
+
+/// Loads the config and runs a command with it, logging warnings only.
+async fn with_config<F, Fut>(opts: &LoadOptions, f: F) -> anyhow::Result<i32>
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<i32>>,
+{
+    quiet_logging();
+    let cfg = Config::load(opts)?;
+    f(cfg).await
 }
 
 /// Commands other than `run` log warnings and errors only, as text on stderr.

@@ -143,12 +143,14 @@ async fn replay(
 
     let endpoints = build_endpoints(cfg, dlq, &QueueMode::Memory)?;
     let shutdown = Shutdown::new();
+    // Replay is an explicit operator action: it delivers even while the cluster is paused.
+    let (_pause_tx, not_paused) = tokio::sync::watch::channel(false);
     for e in &endpoints {
-        tokio::spawn(
-            e.worker
-                .clone()
-                .run(shutdown.token.clone(), shutdown.tracker.clone()),
-        );
+        tokio::spawn(e.worker.clone().run(
+            not_paused.clone(),
+            shutdown.token.clone(),
+            shutdown.tracker.clone(),
+        ));
     }
     let ingest_settings = crate::ingest::IngestSettings {
         key_fields: cfg.delivery.idempotency_key_fields.clone(),

@@ -1,6 +1,7 @@
 //! Every CLI command other than `run`, one file each.
 
 pub mod check_config;
+pub mod control;
 pub mod dlq;
 pub mod receive;
 pub mod sign;

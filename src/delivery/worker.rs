@@ -120,9 +120,17 @@ impl Worker {
 
     /// Runs until `shutdown`. Attempts are spawned on `tracker` so that shutdown can wait for
     /// those in flight; jobs not yet taken stay in the queue.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, tracker: TaskTracker) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut paused: tokio::sync::watch::Receiver<bool>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) {
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency));
         loop {
+            if !crate::control::wait_unpaused(&mut paused, &shutdown).await {
+                break;
+            }
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
@@ -135,6 +143,11 @@ impl Worker {
                 a = self.circuit.admit(|s| self.circuit_changed(s)) => a,
                 _ = shutdown.cancelled() => { self.queue.release(job); break }
             };
+            // A pause that came while this job waited for the circuit holds it here.
+            if !crate::control::wait_unpaused(&mut paused, &shutdown).await {
+                self.queue.release(job);
+                break;
+            }
             self.state.queued_gauge(self.queue.depth());
             let me = self.clone();
             let stop = shutdown.clone();
