@@ -285,6 +285,14 @@ pub async fn run(
         dlq: dlq.clone(),
         redis: conn.clone(),
         shutdown: shutdown.token.clone(),
+        republisher: if opts.dual && !cfg.republish.targets.is_empty() {
+            Some(crate::ingest::Republisher::new(
+                &cfg.republish.targets,
+                &conn,
+            )?)
+        } else {
+            None
+        },
     };
     let ingest_task = tokio::spawn(ingest.run(rx));
 

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::config::EndpointConfig;
+use crate::config::{EndpointConfig, TargetConfig, TargetKind};
 use crate::delivery::EndpointState;
 use crate::dlq::{DeadLetter, Dlq, Stage, unix_ms};
 use crate::queue::memory::Full;
@@ -247,6 +247,102 @@ pub struct Ingest {
     pub redis: ConnectionManager,
     /// Stops journal retries when Redis stays away during shutdown.
     pub shutdown: CancellationToken,
+    /// Dual publishing (`--dual`), if on.
+    pub republisher: Option<Republisher>,
+}
+
+/// Dual publishing: every fresh message is also written, exactly as received, to the
+/// `[republish] targets`, so consumers of the old Redis path keep getting it while
+/// webhooks take over. Only fresh messages are republished, so N replicas republish each
+/// message once.
+pub struct Republisher {
+    targets: Vec<(TargetConfig, ConnectionManager, metrics::Counter)>,
+}
+
+impl Republisher {
+    /// Connections for each target (the main one, or the target's own `redis_url`).
+    pub fn new(
+        targets: &[TargetConfig],
+        main: &ConnectionManager,
+    ) -> Result<Self, redis::RedisError> {
+        let mut out = Vec::with_capacity(targets.len());
+        for t in targets {
+            let conn = match &t.redis_url {
+                Some(url) => crate::bridge::redis_manager(url)?,
+                None => main.clone(),
+            };
+            let label = format!("{}:{}", target_kind(t.kind), t.key);
+            out.push((
+                t.clone(),
+                conn,
+                metrics::counter!(metric::REPUBLISHED, "target" => label),
+            ));
+        }
+        Ok(Self { targets: out })
+    }
+
+    /// Writes the fresh messages of a batch to every target, one pipeline per target,
+    /// retrying for a while if a target's Redis is unreachable.
+    pub async fn republish(&self, msgs: &[Arc<Message>], raws: &[Bytes], fresh: &[bool]) {
+        let n = fresh.iter().filter(|f| **f).count();
+        if n == 0 {
+            return;
+        }
+        for (t, conn, counter) in &self.targets {
+            let mut pipe = redis::pipe();
+            for ((m, raw), f) in msgs.iter().zip(raws).zip(fresh) {
+                if !f {
+                    continue;
+                }
+                match t.kind {
+                    TargetKind::Channel => {
+                        pipe.cmd("PUBLISH").arg(&t.key).arg(raw.as_ref()).ignore()
+                    }
+                    TargetKind::List => pipe.cmd("LPUSH").arg(&t.key).arg(raw.as_ref()).ignore(),
+                    TargetKind::Stream => pipe
+                        .cmd("XADD")
+                        .arg(&t.key)
+                        .arg("*")
+                        .arg("body")
+                        .arg(raw.as_ref())
+                        .arg("idempotency_key")
+                        .arg(&m.idempotency_key)
+                        .ignore(),
+                };
+            }
+            let mut wait = Duration::from_millis(100);
+            let mut tries = 0;
+            loop {
+                let mut c = conn.clone();
+                match pipe.query_async::<()>(&mut c).await {
+                    Ok(()) => {
+                        counter.increment(n as u64);
+                        break;
+                    }
+                    Err(e) if tries < 8 => {
+                        tracing::warn!(target_key = %t.key, error = %e, "republishing failed; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(Duration::from_secs(5));
+                        tries += 1;
+                    }
+                    Err(e) => {
+                        for m in msgs.iter().zip(fresh).filter(|(_, f)| **f).map(|(m, _)| m) {
+                            tracing::error!(target_key = %t.key, idempotency_key = %m.idempotency_key, error = %e, "not republished (the webhook path still delivers it)");
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn target_kind(k: TargetKind) -> &'static str {
+    match k {
+        TargetKind::Channel => "channel",
+        TargetKind::List => "list",
+        TargetKind::Stream => "stream",
+    }
 }
 
 /// Most messages handled per batch (one Redis round trip each).
@@ -258,8 +354,10 @@ impl Ingest {
         let journal = redis::Script::new(JOURNAL_LUA);
         let mut batch = Vec::with_capacity(BATCH);
         let mut msgs: Vec<Arc<Message>> = Vec::with_capacity(BATCH);
+        let mut raws: Vec<Bytes> = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
             msgs.clear();
+            raws.clear();
             let mut acks = redis::pipe();
             let mut ack_count = 0;
             for r in &batch {
@@ -276,20 +374,26 @@ impl Ingest {
                     &self.settings.key_fields,
                     self.settings.max_payload_bytes,
                 ) {
-                    Ok(p) => msgs.push(Arc::new(Message {
-                        idempotency_key: p.idempotency_key,
-                        event_type: p.event_type,
-                        source: r.source,
-                        channel: r.channel,
-                        body: p.body,
-                        received_at: r.received_at,
-                        traceparent: p.traceparent,
-                    })),
+                    Ok(p) => {
+                        raws.push(r.body);
+                        msgs.push(Arc::new(Message {
+                            idempotency_key: p.idempotency_key,
+                            event_type: p.event_type,
+                            source: r.source,
+                            channel: r.channel,
+                            body: p.body,
+                            received_at: r.received_at,
+                            traceparent: p.traceparent,
+                        }))
+                    }
                     Err(e) => self.reject(&r, &e).await,
                 }
             }
             if !msgs.is_empty() {
-                self.route_batch(&journal, &msgs).await;
+                let fresh = self.route_batch(&journal, &msgs).await;
+                if let Some(rp) = &self.republisher {
+                    rp.republish(&msgs, &raws, &fresh).await;
+                }
             }
             if ack_count > 0 {
                 self.ack_sources(&acks).await;
@@ -298,8 +402,9 @@ impl Ingest {
         tracing::debug!("ingest stopped");
     }
 
-    /// Journals (or queues in memory) a batch of parsed messages.
-    async fn route_batch(&self, journal: &redis::Script, msgs: &[Arc<Message>]) {
+    /// Journals (or queues in memory) a batch of parsed messages; returns which were fresh
+    /// (not repeats of a key seen within the window).
+    async fn route_batch(&self, journal: &redis::Script, msgs: &[Arc<Message>]) -> Vec<bool> {
         {
             let routes = self
                 .routes
@@ -320,7 +425,7 @@ impl Ingest {
             } else {
                 self.dedupe(msgs).await
             };
-            for ((msg, targets), fresh) in msgs.iter().zip(&targets).zip(fresh) {
+            for ((msg, targets), fresh) in msgs.iter().zip(&targets).zip(&fresh) {
                 if !fresh {
                     metrics::counter!(metric::DUPLICATES_DROPPED).increment(1);
                     tracing::debug!(idempotency_key = %msg.idempotency_key, "duplicate dropped");
@@ -335,6 +440,7 @@ impl Ingest {
                     }
                 }
             }
+            fresh
         }
     }
 

@@ -32,6 +32,12 @@ pub struct RawConfig {
 pub struct RawRedis {
     pub url: String,
     pub key_prefix: String,
+    /// PEM CA bundle to trust for `rediss://` (instead of the system roots).
+    pub tls_ca_file: Option<String>,
+    /// PEM client certificate chain for `rediss://` (with `tls_key_file`).
+    pub tls_cert_file: Option<String>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<String>,
 }
 
 impl Default for RawRedis {
@@ -39,6 +45,9 @@ impl Default for RawRedis {
         Self {
             url: "redis://127.0.0.1:6379".into(),
             key_prefix: "webhook-bridge".into(),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -98,6 +107,16 @@ pub struct RawEndpoint {
     pub ordered: bool,
     pub circuit_breaker: RawCircuit,
     pub headers: BTreeMap<String, String>,
+    pub tls: Option<RawEndpointTls>,
+}
+
+/// `tls = { ca_file = "…", client_cert_file = "…", client_key_file = "…" }`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEndpointTls {
+    pub ca_file: Option<String>,
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
 }
 
 /// `circuit_breaker = { … }`.

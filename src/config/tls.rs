@@ -1,0 +1,226 @@
+//! TLS client material named in the config (a CA to trust, a client certificate and key),
+//! read and checked once at load so that a wrong file fails the start (exit 78), not the
+//! first delivery.
+//!
+//! Checks: each file is readable; the CA file holds at least one PEM certificate usable as a
+//! trust anchor; the client certificate file holds a PEM chain and the key file one PEM
+//! private key (PKCS#8, PKCS#1 or SEC1) that rustls can load; certificate and key belong
+//! together. The key's bytes are kept as a [`Secret`]: redacted in `Debug`, zeroed on drop.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use zeroize::Zeroizing;
+
+use super::{ConfigError, Secret};
+
+/// The config keys that name the three files, for error messages
+/// (e.g. `endpoints[0].tls.ca_file` or `redis.tls_ca_file`).
+#[derive(Debug, Clone, Copy)]
+pub struct TlsKeys<'a> {
+    /// Key of the CA file.
+    pub ca: &'a str,
+    /// Key of the client certificate file.
+    pub cert: &'a str,
+    /// Key of the client key file.
+    pub key: &'a str,
+}
+
+/// PEM bytes of a CA bundle and/or a client identity, already checked.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    ca_pem: Option<Arc<[u8]>>,
+    client: Option<ClientIdentity>,
+}
+
+#[derive(Clone)]
+struct ClientIdentity {
+    cert_pem: Arc<[u8]>,
+    key_pem: Secret,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("ca", &self.ca_pem.as_ref().map(|_| "<pem>"))
+            .field("client_identity", &self.client.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl TlsMaterial {
+    /// Reads and checks the files; `None` when no file is named. `cert` and `key` must be
+    /// given together.
+    pub fn load(
+        keys: TlsKeys<'_>,
+        ca_file: Option<&Path>,
+        cert_file: Option<&Path>,
+        key_file: Option<&Path>,
+    ) -> Result<Option<Self>, ConfigError> {
+        let ca_pem = match ca_file {
+            Some(path) => Some(load_ca(keys.ca, path)?),
+            None => None,
+        };
+        let client = match (cert_file, key_file) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    keys.key,
+                    format!(
+                        "{} is set but {} is not; a client certificate needs its private key",
+                        keys.cert, keys.key
+                    ),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    keys.cert,
+                    format!(
+                        "{} is set but {} is not; a client key needs its certificate",
+                        keys.key, keys.cert
+                    ),
+                ));
+            }
+            (Some(cert), Some(key)) => Some(load_identity(keys, cert, key)?),
+        };
+        if ca_pem.is_none() && client.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Self { ca_pem, client }))
+    }
+
+    /// The CA bundle (PEM), if one was configured.
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.ca_pem.as_deref()
+    }
+
+    /// The client certificate chain (PEM), if mTLS is configured.
+    pub fn client_cert_pem(&self) -> Option<&[u8]> {
+        self.client.as_ref().map(|c| &*c.cert_pem)
+    }
+
+    /// The client private key (PEM), if mTLS is configured. Only for building TLS clients.
+    pub fn client_key_pem(&self) -> Option<&[u8]> {
+        self.client.as_ref().map(|c| c.key_pem.expose())
+    }
+
+    /// Key then certificate chain in one PEM buffer (what `reqwest::Identity::from_pem`
+    /// takes); zeroed when dropped.
+    pub fn client_identity_pem(&self) -> Option<Zeroizing<Vec<u8>>> {
+        let c = self.client.as_ref()?;
+        let mut pem = Zeroizing::new(Vec::with_capacity(
+            c.key_pem.expose().len() + c.cert_pem.len() + 1,
+        ));
+        pem.extend_from_slice(c.key_pem.expose());
+        pem.push(b'\n');
+        pem.extend_from_slice(&c.cert_pem);
+        Some(pem)
+    }
+}
+
+fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|e| {
+        ConfigError::invalid(
+            key,
+            format!(
+                "cannot read {}: {e}; check the path (relative paths start at the working directory) and the file's permissions",
+                path.display()
+            ),
+        )
+    })
+}
+
+fn load_ca(key: &str, path: &Path) -> Result<Arc<[u8]>, ConfigError> {
+    let pem = read(key, path)?;
+    let not_pem = |why: String| {
+        ConfigError::invalid(
+            key,
+            format!(
+                "{} is not a PEM CA certificate ({why}); expected one or more `-----BEGIN CERTIFICATE-----` blocks",
+                path.display()
+            ),
+        )
+    };
+    let mut store = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| not_pem(e.to_string()))?;
+        store
+            .add(cert)
+            .map_err(|e| not_pem(format!("not usable as a trust anchor: {e}")))?;
+    }
+    if store.is_empty() {
+        return Err(not_pem("no certificate found".into()));
+    }
+    Ok(pem.into())
+}
+
+fn load_identity(
+    keys: TlsKeys<'_>,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<ClientIdentity, ConfigError> {
+    let cert_pem = read(keys.cert, cert_path)?;
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            ConfigError::invalid(
+                keys.cert,
+                format!(
+                    "{} is not a PEM certificate chain ({e})",
+                    cert_path.display()
+                ),
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(ConfigError::invalid(
+            keys.cert,
+            format!(
+                "{} holds no `-----BEGIN CERTIFICATE-----` block",
+                cert_path.display()
+            ),
+        ));
+    }
+    let key_pem = Zeroizing::new(read(keys.key, key_path)?);
+    // The error text of a key parse never includes key material.
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        ConfigError::invalid(
+            keys.key,
+            format!(
+                "{} is not a PEM private key ({e}); expected PKCS#8, PKCS#1 (RSA) or SEC1 (EC)",
+                key_path.display()
+            ),
+        )
+    })?;
+    crate::delivery::client::install_crypto_provider();
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    rustls::sign::CertifiedKey::from_der(chain, private, &provider).map_err(|e| {
+        let why = match e {
+            rustls::Error::InconsistentKeys(_) => {
+                "does not belong to the certificate".to_string()
+            }
+            other => format!("cannot be used: {other}"),
+        };
+        ConfigError::invalid(
+            keys.key,
+            format!(
+                "the private key in {} {why} in {} ({}); give the key that was issued with this certificate",
+                key_path.display(),
+                cert_path.display(),
+                keys.cert
+            ),
+        )
+    })?;
+    Ok(ClientIdentity {
+        cert_pem: cert_pem.into(),
+        key_pem: Secret::from_bytes(key_pem.to_vec()),
+    })
+}
+
+/// `Some(PathBuf)` for a non-empty path string.
+pub(super) fn path_opt(s: &Option<String>) -> Option<PathBuf> {
+    s.as_deref().filter(|p| !p.trim().is_empty()).map(PathBuf::from)
+}
