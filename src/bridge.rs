@@ -114,6 +114,7 @@ pub fn build_endpoints(
                     endpoint: ep,
                     queue,
                     stream: keys.stream,
+                    ledger: keys.ledger.queued,
                     state,
                 },
                 worker: Arc::new(worker),

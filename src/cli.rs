@@ -65,6 +65,9 @@ pub enum Command {
     },
     /// Resume deliveries on every replica.
     Resume,
+    /// Migration toolkit: inventory and parity check.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
     /// Summary: paused?, live replicas, queue depths, dead-letter count.
     Status {
         /// Print JSON instead of text.
@@ -217,5 +220,38 @@ pub enum DlqCommand {
         /// Required: confirms the deletion.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+/// Output format of `migrate` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    Text,
+    /// JSON.
+    Json,
+}
+
+/// `migrate` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// Inventory of channels (with subscriber counts), lists and streams, and a suggested config.
+    Plan {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Watch the source channels for a window and check that every message reached every
+    /// matching endpoint (or is dead-lettered or still pending); exit 1 on any gap.
+    Validate {
+        /// How long to observe the source channels, e.g. `10m`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// How long to wait after the window for deliveries to settle.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
     },
 }

@@ -213,6 +213,8 @@ pub struct Route {
     pub queue: Queue,
     /// Its stream key (durable queue).
     pub stream: String,
+    /// Its ledger's `queued` set (durable queue).
+    pub ledger: String,
     /// Its live counters.
     pub state: Arc<EndpointState>,
 }
@@ -475,8 +477,12 @@ impl Ingest {
         let mut wait = Duration::from_millis(100);
         loop {
             let mut pipe = redis::pipe();
+            let now = unix_ms(SystemTime::now());
             for (m, t) in msgs.iter().zip(targets) {
-                let cmd = pipe.cmd("EVALSHA").arg(script.get_hash()).arg(1 + t.len());
+                let cmd = pipe
+                    .cmd("EVALSHA")
+                    .arg(script.get_hash())
+                    .arg(1 + 2 * t.len());
                 cmd.arg(format!(
                     "{}{}",
                     self.settings.seen_prefix, m.idempotency_key
@@ -484,7 +490,10 @@ impl Ingest {
                 for r in t {
                     cmd.arg(&r.stream);
                 }
-                cmd.arg(ms);
+                for r in t {
+                    cmd.arg(&r.ledger);
+                }
+                cmd.arg(ms).arg(now).arg(&m.idempotency_key);
                 for (k, v) in journal_fields(m) {
                     cmd.arg(k).arg(v);
                 }

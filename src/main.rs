@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use redis_webhook_bridge::cli::{Cli, Command};
+use redis_webhook_bridge::cli::{Cli, Command, MigrateCommand};
 use redis_webhook_bridge::config::{Config, ConfigError, LoadOptions, LogConfig, LogFormat};
 use redis_webhook_bridge::{bridge, commands, exit, shutdown, telemetry};
 
@@ -76,6 +76,22 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Status { json } => {
             with_config(&opts, |cfg| async move {
                 commands::control::status(&cfg, json).await
+            })
+            .await
+        }
+        Command::Migrate(MigrateCommand::Plan { format }) => {
+            with_config(&opts, |cfg| async move {
+                commands::migrate::plan(&cfg, format).await
+            })
+            .await
+        }
+        Command::Migrate(MigrateCommand::Validate {
+            duration,
+            grace,
+            format,
+        }) => {
+            with_config(&opts, |cfg| async move {
+                commands::migrate::validate(&cfg, duration, grace, format).await
             })
             .await
         }

@@ -9,10 +9,12 @@
 mod duration;
 mod raw;
 pub mod secret;
+mod tls;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::Figment;
@@ -23,6 +25,7 @@ use url::Url;
 pub use duration::Dur;
 pub use raw::RawConfig;
 pub use secret::{Secret, SecretError};
+pub use tls::{TlsKeys, TlsMaterial};
 
 use crate::cli::Scheme;
 
@@ -101,37 +104,73 @@ pub struct Config {
     pub file: Option<PathBuf>,
 }
 
-/// A Redis URL; `Debug` and `Serialize` hide the password.
+/// A Redis URL, plus the TLS material (`[redis] tls_*_file`) used when it is `rediss://`;
+/// `Debug` and `Serialize` hide the password.
 #[derive(Clone)]
-pub struct RedisUrl(Url);
+pub struct RedisUrl {
+    url: Url,
+    tls: Option<Arc<TlsMaterial>>,
+}
 
 impl RedisUrl {
-    /// Parses and checks the scheme (`redis`, `rediss`, `unix`).
+    /// Parses and checks the scheme (`redis`, `rediss`, `unix`). Error messages never
+    /// repeat the URL (it may hold a password).
     pub fn parse(text: &str) -> Result<Self, String> {
         let url = Url::parse(text)
             .map_err(|e| format!("not a valid URL ({e}); expected e.g. redis://127.0.0.1:6379"))?;
         match url.scheme() {
-            "redis" | "rediss" | "unix" | "redis+unix" => Ok(Self(url)),
+            "redis" | "rediss" | "unix" | "redis+unix" => Ok(Self { url, tls: None }),
             other => Err(format!(
                 "unsupported scheme `{other}`; use redis:// (or rediss:// for TLS)"
             )),
         }
     }
 
+    /// Uses `tls` (a CA to trust, a client certificate) when this URL is `rediss://`.
+    pub fn with_tls(mut self, tls: Option<Arc<TlsMaterial>>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Whether connections are TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.url.scheme() == "rediss"
+    }
+
     /// The full URL, credentials included: only for opening the connection.
     pub fn expose(&self) -> &str {
-        self.0.as_str()
+        self.url.as_str()
     }
 
     /// A client for this URL. Every Redis connection the bridge opens is made here, so
-    /// connection settings (TLS, auth) live in one place.
+    /// connection settings (TLS, auth) live in one place: `rediss://` with a configured CA
+    /// or client certificate trusts only that CA and presents that certificate; `rediss://`
+    /// without trusts the system roots. User and password come from the URL (AUTH, or ACL
+    /// `AUTH user pass`).
     pub fn client(&self) -> redis::RedisResult<redis::Client> {
-        redis::Client::open(self.expose())
+        // rustls (used for rediss://) needs the process-wide provider before any handshake.
+        crate::delivery::client::install_crypto_provider();
+        match &self.tls {
+            Some(tls) if self.is_tls() => redis::Client::build_with_tls(
+                self.expose(),
+                redis::TlsCertificates {
+                    client_tls: match (tls.client_cert_pem(), tls.client_key_pem()) {
+                        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                            client_cert: cert.to_vec(),
+                            client_key: key.to_vec(),
+                        }),
+                        _ => None,
+                    },
+                    root_cert: tls.ca_pem().map(<[u8]>::to_vec),
+                },
+            ),
+            _ => redis::Client::open(self.expose()),
+        }
     }
 
     /// The URL with any password replaced by `***`, for logs and errors.
     pub fn redacted(&self) -> String {
-        redact_url(&self.0)
+        redact_url(&self.url)
     }
 }
 
@@ -165,6 +204,15 @@ pub struct RedisConfig {
     pub url: RedisUrl,
     /// Prefix of every key the bridge writes.
     pub key_prefix: String,
+    /// CA bundle trusted for `rediss://` (default: the system roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate for `rediss://` (mTLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key of `tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl RedisConfig {
@@ -299,6 +347,27 @@ pub struct EndpointConfig {
     pub circuit_breaker: CircuitConfig,
     /// Extra static headers.
     pub headers: BTreeMap<String, String>,
+    /// `tls = { … }`: a CA to trust and a client certificate for this endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<EndpointTls>,
+}
+
+/// An endpoint's `tls = { ca_file, client_cert_file, client_key_file }`; the files are read
+/// and checked at load (and again on reload).
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointTls {
+    /// PEM CA bundle trusted in addition to the system roots (a private CA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain presented to the endpoint (mTLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<PathBuf>,
+    /// The checked contents of the files.
+    #[serde(skip)]
+    pub material: Arc<TlsMaterial>,
 }
 
 impl EndpointConfig {
@@ -601,6 +670,30 @@ fn validate(
 ) -> Result<Config, ConfigError> {
     let redis_url =
         RedisUrl::parse(&raw.redis.url).map_err(|m| ConfigError::invalid("redis.url", m))?;
+    let redis_tls_ca_file = tls::path_opt(&raw.redis.tls_ca_file);
+    let redis_tls_cert_file = tls::path_opt(&raw.redis.tls_cert_file);
+    let redis_tls_key_file = tls::path_opt(&raw.redis.tls_key_file);
+    let redis_tls = TlsMaterial::load(
+        TlsKeys {
+            ca: "redis.tls_ca_file",
+            cert: "redis.tls_cert_file",
+            key: "redis.tls_key_file",
+        },
+        redis_tls_ca_file.as_deref(),
+        redis_tls_cert_file.as_deref(),
+        redis_tls_key_file.as_deref(),
+    )?
+    .map(Arc::new);
+    if redis_tls.is_some() && !redis_url.is_tls() {
+        return Err(ConfigError::invalid(
+            "redis.url",
+            format!(
+                "{} is not rediss:// but redis.tls_* files are set; use rediss:// for TLS, or remove the tls_* keys",
+                redis_url.redacted()
+            ),
+        ));
+    }
+    let redis_url = redis_url.with_tls(redis_tls.clone());
     if raw.redis.key_prefix.trim().is_empty() {
         return Err(ConfigError::invalid(
             "redis.key_prefix",
@@ -691,6 +784,13 @@ fn validate(
         .into_iter()
         .enumerate()
         .map(|(i, t)| validate_target(&format!("republish.targets[{i}]"), t))
+        .map(|t| {
+            // The [redis] TLS files apply to every rediss:// connection, targets included.
+            t.map(|mut t| {
+                t.redis_url = t.redis_url.map(|u| u.with_tls(redis_tls.clone()));
+                t
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     for (i, t) in targets.iter().enumerate() {
         let same_redis = t
@@ -757,6 +857,9 @@ fn validate(
         redis: RedisConfig {
             url: redis_url,
             key_prefix: raw.redis.key_prefix,
+            tls_ca_file: redis_tls_ca_file,
+            tls_cert_file: redis_tls_cert_file,
+            tls_key_file: redis_tls_key_file,
         },
         sources,
         delivery: DeliveryConfig {
@@ -1012,6 +1115,47 @@ fn validate_endpoint(
             ));
         }
     }
+    let tls = match &ep.tls {
+        None => None,
+        Some(t) => {
+            let ca_file = tls::path_opt(&t.ca_file);
+            let client_cert_file = tls::path_opt(&t.client_cert_file);
+            let client_key_file = tls::path_opt(&t.client_key_file);
+            let (ca_key, cert_key, key_key) = (
+                at("tls.ca_file"),
+                at("tls.client_cert_file"),
+                at("tls.client_key_file"),
+            );
+            let material = TlsMaterial::load(
+                TlsKeys {
+                    ca: &ca_key,
+                    cert: &cert_key,
+                    key: &key_key,
+                },
+                ca_file.as_deref(),
+                client_cert_file.as_deref(),
+                client_key_file.as_deref(),
+            )?;
+            match material {
+                None => None,
+                Some(_) if url.url().scheme() != "https" => {
+                    return Err(ConfigError::invalid(
+                        at("tls"),
+                        format!(
+                            "{}: TLS files only apply to https:// endpoints; use https:// or remove `tls`",
+                            url
+                        ),
+                    ));
+                }
+                Some(material) => Some(EndpointTls {
+                    ca_file,
+                    client_cert_file,
+                    client_key_file,
+                    material: Arc::new(material),
+                }),
+            }
+        }
+    };
     let channels = ep.channels.unwrap_or_else(|| vec!["*".into()]);
     if channels.is_empty() {
         return Err(ConfigError::invalid(
@@ -1041,6 +1185,7 @@ fn validate_endpoint(
             recovery_time,
         },
         headers: ep.headers,
+        tls,
     })
 }
 

@@ -222,5 +222,7 @@ fn load_identity(
 
 /// `Some(PathBuf)` for a non-empty path string.
 pub(super) fn path_opt(s: &Option<String>) -> Option<PathBuf> {
-    s.as_deref().filter(|p| !p.trim().is_empty()).map(PathBuf::from)
+    s.as_deref()
+        .filter(|p| !p.trim().is_empty())
+        .map(PathBuf::from)
 }

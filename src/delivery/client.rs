@@ -23,6 +23,11 @@ use crate::config::{EndpointConfig, SecurityConfig};
 const ERROR_BODY_CAP: usize = 512;
 /// Beyond this, an answer's body is not drained (the connection is dropped instead).
 const DRAIN_CAP: usize = 64 * 1024;
+/// Most header lines accepted in an answer (hyper's default is 100). A webhook receiver has
+/// no reason to send many; more is a parse error, retried like any broken answer. The size
+/// of the header section is bounded by hyper's read buffer (about 400 KiB), the time to
+/// receive it by the endpoint's `timeout`.
+const MAX_RESPONSE_HEADERS: usize = 64;
 
 /// Building a client failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +37,16 @@ pub enum ClientError {
     Build {
         /// Endpoint name.
         endpoint: String,
+        /// The cause.
+        source: reqwest::Error,
+    },
+    /// The endpoint's `tls` files were accepted at load but reqwest refused them.
+    #[error("endpoint {endpoint}: cannot use {what}: {source}")]
+    Tls {
+        /// Endpoint name.
+        endpoint: String,
+        /// Which part: the CA file or the client certificate and key.
+        what: &'static str,
         /// The cause.
         source: reqwest::Error,
     },
@@ -57,7 +72,9 @@ pub struct EndpointClient {
 
 impl EndpointClient {
     /// Builds the pooled client for `ep`: its timeout, no redirects, keep-alive pool sized to
-    /// its concurrency, and the vetting resolver unless private networks are allowed.
+    /// its concurrency, a cap on answer headers, its `tls` CA (trusted in addition to the
+    /// system roots) and client certificate, and the vetting resolver unless private
+    /// networks are allowed.
     pub fn build(ep: &EndpointConfig, security: &SecurityConfig) -> Result<Self, ClientError> {
         install_crypto_provider();
         let mut b = reqwest::Client::builder()
@@ -69,7 +86,28 @@ impl EndpointClient {
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .http1_only()
+            .http1_max_headers(MAX_RESPONSE_HEADERS)
             .no_proxy();
+        if let Some(tls) = &ep.tls {
+            let tls_err = |what: &'static str| {
+                let endpoint = ep.name.clone();
+                move |source| ClientError::Tls {
+                    endpoint,
+                    what,
+                    source,
+                }
+            };
+            if let Some(ca) = tls.material.ca_pem() {
+                let certs =
+                    reqwest::Certificate::from_pem_bundle(ca).map_err(tls_err("tls.ca_file"))?;
+                b = b.tls_certs_merge(certs);
+            }
+            if let Some(pem) = tls.material.client_identity_pem() {
+                let identity = reqwest::Identity::from_pem(&pem)
+                    .map_err(tls_err("tls.client_cert_file and tls.client_key_file"))?;
+                b = b.identity(identity);
+            }
+        }
         if !security.allow_private_networks {
             b = b.dns_resolver(Arc::new(VettingResolver));
         }

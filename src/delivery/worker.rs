@@ -201,7 +201,7 @@ impl Worker {
                         .unwrap_or_default();
                     self.end_to_end.record(e2e.as_secs_f64());
                     tracing::debug!(endpoint = %self.cfg.name, idempotency_key = %job.msg.idempotency_key, attempt = job.attempts, status, "delivered");
-                    self.settled(&job).await;
+                    self.settled(&job, true).await;
                     return;
                 }
                 Outcome::Retry {
@@ -278,18 +278,18 @@ impl Worker {
         let dl = dead_letter(job, &self.cfg.name, Stage::Delivery, error);
         self.dlq.add_reliably(&dl, DLQ_PATIENCE).await;
         self.state.dead_lettered(error);
-        self.settled(job).await;
+        self.settled(job, false).await;
     }
 
     /// A job is finished: a replayed dead-letter entry is removed (a new one was written if
     /// it failed again), and the queue learns the job is done.
-    async fn settled(&self, job: &Job) {
+    async fn settled(&self, job: &Job, delivered: bool) {
         if let Some(id) = &job.replay_of
             && let Err(e) = self.dlq.delete(std::slice::from_ref(id)).await
         {
             tracing::warn!(endpoint = %self.cfg.name, dlq_id = %id, error = %e, "replayed entry could not be removed from the dead-letter stream");
         }
-        self.queue.done(job);
+        self.queue.done(job, delivered);
     }
 
     /// One HTTP attempt: headers, signature, POST, metrics.

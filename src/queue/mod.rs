@@ -85,11 +85,11 @@ impl Queue {
         }
     }
 
-    /// Marks a taken job as settled (delivered or dead-lettered).
-    pub fn done(&self, job: &Job) {
+    /// Marks a taken job as settled: delivered, or dead-lettered.
+    pub fn done(&self, job: &Job, delivered: bool) {
         match self {
             Queue::Memory(q) => q.done(),
-            Queue::Redis(q) => q.done(job),
+            Queue::Redis(q) => q.done(job, delivered),
         }
     }
 

@@ -52,6 +52,8 @@ pub struct QueueKeys {
     pub retry: String,
     /// Prefix of heartbeat keys: `<prefix>:replica:`.
     pub replica_prefix: String,
+    /// The endpoint's delivery ledger.
+    pub ledger: LedgerKeys,
 }
 
 impl QueueKeys {
@@ -61,6 +63,7 @@ impl QueueKeys {
             stream: format!("{key_prefix}:q:{endpoint}"),
             retry: format!("{key_prefix}:retry:{endpoint}"),
             replica_prefix: format!("{key_prefix}:replica:"),
+            ledger: LedgerKeys::new(key_prefix, endpoint),
         }
     }
 }
@@ -102,17 +105,81 @@ pub fn journal_fields(msg: &Message) -> Vec<(&'static str, Vec<u8>)> {
 }
 
 /// Records the idempotency key and journals the message into every endpoint stream given,
-/// atomically. KEYS: seen key, then streams. ARGV: window ms, then XADD field/value pairs.
-/// Returns 1 if journaled, 0 if the key was already seen.
+/// atomically, noting it in each endpoint's ledger. KEYS: seen key, then n streams, then
+/// the n matching `ledger:<endpoint>:queued` sets. ARGV: window ms, now ms, idempotency
+/// key, then XADD field/value pairs. Returns 1 if journaled, 0 if the key was already seen.
 pub const JOURNAL_LUA: &str = r#"
 if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
   return 0
 end
-for i = 2, #KEYS do
-  redis.call('XADD', KEYS[i], '*', unpack(ARGV, 2))
+local n = (#KEYS - 1) / 2
+for i = 2, n + 1 do
+  redis.call('XADD', KEYS[i], '*', unpack(ARGV, 4))
+  redis.call('ZADD', KEYS[i + n], ARGV[2], ARGV[3])
 end
 return 1
 "#;
+
+/// How long the delivery ledger remembers a message (what `migrate validate` can check).
+pub const LEDGER_WINDOW: Duration = Duration::from_secs(6 * 3600);
+/// At most this many keys per ledger set; the oldest go first.
+pub const LEDGER_MAX: u64 = 1_000_000;
+
+/// The delivery ledger of one endpoint: which idempotency keys were journaled for it,
+/// delivered to it, or dead-lettered, each scored by time (ms). Bounded by
+/// [`LEDGER_WINDOW`] and [`LEDGER_MAX`].
+#[derive(Debug, Clone)]
+pub struct LedgerKeys {
+    /// Journaled for the endpoint.
+    pub queued: String,
+    /// Delivered (2xx).
+    pub delivered: String,
+    /// Dead-lettered.
+    pub dead: String,
+}
+
+impl LedgerKeys {
+    /// The ledger of `endpoint` under `key_prefix`.
+    pub fn new(key_prefix: &str, endpoint: &str) -> Self {
+        Self {
+            queued: format!("{key_prefix}:ledger:{endpoint}:queued"),
+            delivered: format!("{key_prefix}:ledger:{endpoint}:delivered"),
+            dead: format!("{key_prefix}:ledger:{endpoint}:dead"),
+        }
+    }
+
+    /// Adds the commands that drop entries older than the window or beyond the cap.
+    pub fn trim_into(&self, pipe: &mut redis::Pipeline, now_ms: u64) {
+        let cutoff = now_ms.saturating_sub(LEDGER_WINDOW.as_millis() as u64);
+        for k in [&self.queued, &self.delivered, &self.dead] {
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(k)
+                .arg("-inf")
+                .arg(format!("({cutoff}"))
+                .ignore();
+            pipe.cmd("ZREMRANGEBYRANK")
+                .arg(k)
+                .arg(0)
+                .arg(-(LEDGER_MAX as i64) - 1)
+                .ignore();
+        }
+    }
+}
+
+/// What the acknowledger is told.
+#[derive(Debug)]
+enum Ack {
+    /// Acknowledge and delete an entry that needs no ledger note (deleted meanwhile).
+    Entry(String),
+    /// A job is settled: acknowledge its entry and note the outcome in the ledger.
+    Settled {
+        id: String,
+        key: String,
+        delivered: bool,
+    },
+    /// Flush and stop.
+    Stop,
+}
 
 /// Moves due jobs from the retry set back into the stream. KEYS: retry set, stream.
 /// ARGV: now ms, limit. Members are JSON objects of the job's fields.
@@ -134,8 +201,8 @@ pub struct RedisQueue {
     consumer: String,
     prefetch_tx: mpsc::Sender<Job>,
     prefetch_rx: Mutex<mpsc::Receiver<Job>>,
-    ack_tx: mpsc::UnboundedSender<String>,
-    ack_rx: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    ack_tx: mpsc::UnboundedSender<Ack>,
+    ack_rx: Mutex<Option<mpsc::UnboundedReceiver<Ack>>>,
     depth: AtomicU64,
     pending: AtomicU64,
     mover: redis::Script,
@@ -207,18 +274,21 @@ impl RedisQueue {
         self.prefetch_rx.lock().await.recv().await
     }
 
-    /// Acknowledges a settled job (batched).
-    pub fn done(&self, job: &Job) {
+    /// Acknowledges a settled job and notes it in the ledger (batched).
+    pub fn done(&self, job: &Job, delivered: bool) {
         if let Some(id) = &job.queue_id {
-            let _ = self.ack_tx.send(id.clone());
+            let _ = self.ack_tx.send(Ack::Settled {
+                id: id.clone(),
+                key: job.msg.idempotency_key.clone(),
+                delivered,
+            });
         }
     }
 
     /// Closes the acknowledger; the task returned by [`start`](Self::start) ends once every
     /// queued acknowledgement is written.
     pub fn close(&self) {
-        // Dropping our sender is not possible through &self; an empty id is the stop marker.
-        let _ = self.ack_tx.send(String::new());
+        let _ = self.ack_tx.send(Ack::Stop);
     }
 
     /// Moves a job from the stream into the retry set, due in `delay`, in one MULTI.
@@ -315,7 +385,7 @@ impl RedisQueue {
             for (id, fields) in entries {
                 let Some(fields) = fields else {
                     // Deleted while pending (e.g. by a settled duplicate claim): just ack it.
-                    let _ = self.ack_tx.send(id);
+                    let _ = self.ack_tx.send(Ack::Entry(id));
                     continue;
                 };
                 let job = job_from_fields(id, &fields);
@@ -385,7 +455,7 @@ impl RedisQueue {
                 async move {
                     match fields {
                         Some(f) => tx.send(job_from_fields(id, &f)).await.is_ok(),
-                        None => acks.send(id).is_ok(),
+                        None => acks.send(Ack::Entry(id)).is_ok(),
                     }
                 }
             },
@@ -421,10 +491,18 @@ impl RedisQueue {
 
     async fn depth_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks = 0u64;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.cancelled() => return,
+            }
+            ticks += 1;
+            if ticks % 60 == 1 {
+                let mut pipe = redis::pipe();
+                self.keys.ledger.trim_into(&mut pipe, now_ms());
+                let mut conn = self.conn.clone();
+                let _: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
             }
             let mut conn = self.conn.clone();
             let r: redis::RedisResult<(u64, u64, Value)> = redis::pipe()
@@ -453,38 +531,50 @@ impl RedisQueue {
         let Some(mut rx) = self.ack_rx.lock().await.take() else {
             return;
         };
-        let mut ids: Vec<String> = Vec::with_capacity(ACK_BATCH);
+        let mut batch: Vec<Ack> = Vec::with_capacity(ACK_BATCH);
         let mut stopping = false;
         let mut failures_while_stopping = 0u32;
         loop {
-            if ids.is_empty() {
+            if batch.is_empty() {
                 if stopping {
                     return;
                 }
-                let mut buf = Vec::with_capacity(ACK_BATCH);
-                if rx.recv_many(&mut buf, ACK_BATCH).await == 0 {
+                if rx.recv_many(&mut batch, ACK_BATCH).await == 0 {
                     return;
                 }
-                for id in buf {
-                    if id.is_empty() {
-                        stopping = true;
-                    } else {
-                        ids.push(id);
-                    }
-                }
                 // Take whatever else arrived meanwhile, without waiting.
-                while ids.len() < ACK_BATCH {
+                while batch.len() < ACK_BATCH {
                     match rx.try_recv() {
-                        Ok(id) if id.is_empty() => stopping = true,
-                        Ok(id) => ids.push(id),
+                        Ok(a) => batch.push(a),
                         Err(_) => break,
                     }
                 }
-                if ids.is_empty() {
+                if batch.iter().any(|a| matches!(a, Ack::Stop)) {
+                    stopping = true;
+                    batch.retain(|a| !matches!(a, Ack::Stop));
+                }
+                if batch.is_empty() {
                     continue;
                 }
             }
+            let now = now_ms();
+            let mut ids: Vec<&str> = Vec::with_capacity(batch.len());
             let mut pipe = redis::pipe();
+            for a in &batch {
+                match a {
+                    Ack::Entry(id) => ids.push(id),
+                    Ack::Settled { id, key, delivered } => {
+                        ids.push(id);
+                        let set = if *delivered {
+                            &self.keys.ledger.delivered
+                        } else {
+                            &self.keys.ledger.dead
+                        };
+                        pipe.cmd("ZADD").arg(set).arg(now).arg(key).ignore();
+                    }
+                    Ack::Stop => {}
+                }
+            }
             pipe.cmd("XACK")
                 .arg(&self.keys.stream)
                 .arg(GROUP)
@@ -493,11 +583,11 @@ impl RedisQueue {
             pipe.cmd("XDEL").arg(&self.keys.stream).arg(&ids).ignore();
             let mut conn = self.conn.clone();
             match pipe.query_async::<()>(&mut conn).await {
-                Ok(()) => ids.clear(),
+                Ok(()) => batch.clear(),
                 Err(e) => {
                     // Keep them: an unacknowledged entry would be delivered again after a
                     // restart; retrying the ack avoids that duplicate.
-                    tracing::warn!(stream = %self.keys.stream, error = %e, pending_acks = ids.len(), "acknowledging failed; retrying");
+                    tracing::warn!(stream = %self.keys.stream, error = %e, pending_acks = batch.len(), "acknowledging failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     if stopping {
                         // Give up after a few tries at shutdown; the entries will be redelivered.
