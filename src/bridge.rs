@@ -231,6 +231,12 @@ pub async fn run(
         pause_tx,
         shutdown.token.clone(),
     ));
+    tokio::spawn(control::watch_legacy_subscribers(
+        conn.clone(),
+        Arc::new(cfg.clone()),
+        cfg.migration.legacy_check_interval.0,
+        shutdown.token.clone(),
+    ));
     let status = Arc::new(Status {
         paused: paused_flag.clone(),
         dual: opts.dual,

@@ -99,6 +99,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[migration]`.
+    pub migration: MigrationConfig,
     /// The file the config came from, if any (for reload).
     #[serde(skip)]
     pub file: Option<PathBuf>,
@@ -445,6 +447,14 @@ pub enum LogFormat {
     Json,
     /// Human-readable.
     Text,
+}
+
+/// `[migration]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationConfig {
+    /// How often source channels are checked for subscribers other than the bridge
+    /// (deprecation warnings, `bridge_legacy_subscribers`); `0s` turns the check off.
+    pub legacy_check_interval: Dur,
 }
 
 /// `[log]`.
@@ -879,6 +889,9 @@ fn validate(
         log: LogConfig {
             format,
             level: raw.log.level,
+        },
+        migration: MigrationConfig {
+            legacy_check_interval: raw.migration.legacy_check_interval,
         },
         file: None,
     })

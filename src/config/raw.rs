@@ -24,6 +24,22 @@ pub struct RawConfig {
     pub security: RawSecurity,
     pub admin: RawAdmin,
     pub log: RawLog,
+    pub migration: RawMigration,
+}
+
+/// `[migration]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMigration {
+    pub legacy_check_interval: Dur,
+}
+
+impl Default for RawMigration {
+    fn default() -> Self {
+        Self {
+            legacy_check_interval: Dur::secs(60),
+        }
+    }
 }
 
 /// `[redis]`.
