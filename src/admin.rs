@@ -26,7 +26,7 @@ pub struct Status {
     /// Sources.
     pub sources: Vec<Arc<SourceState>>,
     /// Endpoints (swapped on reload).
-    pub endpoints: std::sync::RwLock<Vec<Arc<EndpointState>>>,
+    pub endpoints: Arc<std::sync::RwLock<Vec<Arc<EndpointState>>>>,
     /// Redis, for `/readyz`.
     pub redis: ConnectionManager,
     /// Prometheus registry.

@@ -77,7 +77,7 @@ pub enum Command {
 }
 
 /// Flags of `run`.
-#[derive(Debug, Args, Default, Clone)]
+#[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     /// Republish every received message to `[republish] targets` (also `BRIDGE_DUAL=true`).
     #[arg(long, env = "BRIDGE_DUAL")]
@@ -85,9 +85,12 @@ pub struct RunArgs {
     /// Overrides `admin.listen`.
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
-    /// Also write the four webhook metrics as CloudWatch Embedded Metric Format lines.
+    /// Also write the four webhook metrics as CloudWatch Embedded Metric Format lines (stdout).
     #[arg(long)]
     pub metrics_emf: bool,
+    /// How often EMF lines are written.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub metrics_emf_interval: std::time::Duration,
 }
 
 /// A signature scheme, as named in the config's `signature` key.

@@ -53,7 +53,7 @@ async fn dispatch(cli: Cli) -> i32 {
             match Config::load(&opts) {
                 Ok(cfg) => {
                     telemetry::init_logging(&cfg.log);
-                    run(cfg, args).await
+                    run(cfg, args, opts.clone()).await
                 }
                 Err(e) => Err(e.into()),
             }
@@ -116,13 +116,19 @@ async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
-async fn run(cfg: Config, args: redis_webhook_bridge::cli::RunArgs) -> anyhow::Result<i32> {
+async fn run(
+    cfg: Config,
+    args: redis_webhook_bridge::cli::RunArgs,
+    load: LoadOptions,
+) -> anyhow::Result<i32> {
     let metrics = telemetry::init_metrics()?;
     let shutdown = shutdown::Shutdown::new();
     shutdown.on_signals();
     let opts = bridge::RunOptions {
         dual: args.dual,
         metrics_emf: args.metrics_emf,
+        metrics_emf_interval: args.metrics_emf_interval,
+        load,
     };
     bridge::run(cfg, opts, metrics, shutdown).await?;
     Ok(exit::OK)

@@ -66,6 +66,11 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+type FilterHandle = tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+/// Lets a config reload change the log level.
+static FILTER: std::sync::OnceLock<FilterHandle> = std::sync::OnceLock::new();
+
 /// Installs the log subscriber. `RUST_LOG`, when set, wins over `log.level`. Logs go to
 /// stderr so that stdout stays free for command output.
 pub fn init_logging(cfg: &LogConfig) {
@@ -73,6 +78,8 @@ pub fn init_logging(cfg: &LogConfig) {
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(&cfg.level));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let _ = FILTER.set(handle);
     let registry = tracing_subscriber::registry().with(filter);
     let result = match cfg.format {
         LogFormat::Json => registry
@@ -94,6 +101,18 @@ pub fn init_logging(cfg: &LogConfig) {
     };
     // A second init (tests, reload) keeps the first subscriber.
     let _ = result;
+}
+
+/// Applies a new `log.level` (a reload); `RUST_LOG`, when set, keeps winning.
+pub fn set_log_level(level: &str) -> Result<(), String> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return Err("RUST_LOG is set and overrides log.level".into());
+    }
+    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    match FILTER.get() {
+        Some(h) => h.reload(filter).map_err(|e| e.to_string()),
+        None => Err("logging is not initialised".into()),
+    }
 }
 
 /// Installs the Prometheus recorder and describes every metric. Call once per process.
@@ -204,5 +223,130 @@ mod tests {
         assert_eq!(parts[1].len(), 32);
         assert_eq!(parts[2].len(), 16);
         assert!(parse_trace_id(&tp).is_some());
+    }
+}
+
+/// CloudWatch Embedded Metric Format: with `--metrics-emf`, the four metrics the registry's
+/// docs promised for CloudWatch are also written to stdout as EMF lines (namespace
+/// `Hokusai/Webhooks`, one line per endpoint and interval, counters as deltas).
+pub mod emf {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, RwLock};
+    use std::time::{Duration, SystemTime};
+
+    use serde_json::json;
+    use tokio_util::sync::CancellationToken;
+
+    use super::metric;
+    use crate::delivery::EndpointState;
+
+    /// The EMF namespace.
+    pub const NAMESPACE: &str = "Hokusai/Webhooks";
+
+    /// One EMF document for an endpoint.
+    pub fn line(
+        endpoint: &str,
+        success: u64,
+        failure: u64,
+        retries: u64,
+        circuit: u64,
+        now: SystemTime,
+    ) -> String {
+        let ts = crate::dlq::unix_ms(now);
+        json!({
+            "_aws": {
+                "Timestamp": ts,
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["endpoint"]],
+                    "Metrics": [
+                        {"Name": metric::PUBLISH_SUCCESS, "Unit": "Count"},
+                        {"Name": metric::PUBLISH_FAILURE, "Unit": "Count"},
+                        {"Name": metric::RETRY_COUNT, "Unit": "Count"},
+                        {"Name": metric::CIRCUIT_STATE, "Unit": "None"}
+                    ]
+                }]
+            },
+            "endpoint": endpoint,
+            metric::PUBLISH_SUCCESS: success,
+            metric::PUBLISH_FAILURE: failure,
+            metric::RETRY_COUNT: retries,
+            metric::CIRCUIT_STATE: circuit,
+        })
+        .to_string()
+    }
+
+    /// Writes one line per endpoint every `interval` until `shutdown` (and once more then).
+    pub async fn run(
+        endpoints: Arc<RwLock<Vec<Arc<EndpointState>>>>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
+        let mut last: HashMap<String, (u64, u64, u64)> = HashMap::new();
+        let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
+        tick.tick().await;
+        loop {
+            let stopping = tokio::select! {
+                _ = tick.tick() => false,
+                _ = shutdown.cancelled() => true,
+            };
+            let states = endpoints.read().unwrap_or_else(|p| p.into_inner()).clone();
+            let now = SystemTime::now();
+            let mut out = std::io::stdout().lock();
+            for s in states {
+                let cur = (
+                    s.delivered.load(Ordering::Relaxed),
+                    s.failed.load(Ordering::Relaxed),
+                    s.retries.load(Ordering::Relaxed),
+                );
+                let prev = last.insert(s.name.clone(), cur).unwrap_or((0, 0, 0));
+                let l = line(
+                    &s.name,
+                    cur.0.saturating_sub(prev.0),
+                    cur.1.saturating_sub(prev.1),
+                    cur.2.saturating_sub(prev.2),
+                    s.circuit.load(Ordering::Relaxed),
+                    now,
+                );
+                let _ = writeln!(out, "{l}");
+            }
+            let _ = out.flush();
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_line_has_the_structure_cloudwatch_requires() {
+            let l = line(
+                "site",
+                3,
+                1,
+                2,
+                0,
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            );
+            let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+            let aws = &v["_aws"];
+            assert_eq!(aws["Timestamp"], 1_700_000_000_000u64);
+            let cwm = &aws["CloudWatchMetrics"][0];
+            assert_eq!(cwm["Namespace"], "Hokusai/Webhooks");
+            assert_eq!(cwm["Dimensions"], serde_json::json!([["endpoint"]]));
+            // Every declared metric and dimension must be a top-level member.
+            for m in cwm["Metrics"].as_array().unwrap() {
+                let name = m["Name"].as_str().unwrap();
+                assert!(v[name].is_number(), "{name} missing from the document");
+            }
+            assert_eq!(v["endpoint"], "site");
+            assert_eq!(v["webhook_publish_success_total"], 3);
+            assert_eq!(v["webhook_retry_count_total"], 2);
+        }
     }
 }

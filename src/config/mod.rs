@@ -10,6 +10,7 @@ mod duration;
 mod raw;
 pub mod secret;
 mod tls;
+pub mod watch;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;

@@ -226,3 +226,95 @@ pub(super) fn path_opt(s: &Option<String>) -> Option<PathBuf> {
         .filter(|p| !p.trim().is_empty())
         .map(PathBuf::from)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEYS: TlsKeys<'static> = TlsKeys {
+        ca: "t.ca_file",
+        cert: "t.client_cert_file",
+        key: "t.client_key_file",
+    };
+
+    fn cert_and_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![format!("{name}.test")])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    fn message(r: Result<Option<TlsMaterial>, ConfigError>) -> String {
+        r.err().expect("an error").to_string()
+    }
+
+    #[test]
+    fn nothing_configured_is_none() {
+        assert!(TlsMaterial::load(KEYS, None, None, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_matching_certificate_and_key_load_and_debug_hides_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = cert_and_key(dir.path(), "a");
+        let m = TlsMaterial::load(KEYS, Some(&c), Some(&c), Some(&k))
+            .unwrap()
+            .unwrap();
+        assert!(m.ca_pem().is_some());
+        let id = m.client_identity_pem().unwrap();
+        assert!(String::from_utf8_lossy(&id).contains("PRIVATE KEY"));
+        let shown = format!("{m:?}");
+        assert!(!shown.contains("PRIVATE"), "{shown}");
+        assert!(shown.contains("***"), "{shown}");
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, _) = cert_and_key(dir.path(), "a");
+        let (_, k) = cert_and_key(dir.path(), "b");
+        let m = message(TlsMaterial::load(KEYS, None, Some(&c), Some(&k)));
+        assert!(m.contains("t.client_key_file"), "{m}");
+        assert!(m.contains(&k.display().to_string()), "{m}");
+        assert!(m.contains("does not belong"), "{m}");
+        assert!(!m.contains("PRIVATE KEY"), "{m}");
+    }
+
+    #[test]
+    fn cert_and_key_go_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = cert_and_key(dir.path(), "a");
+        let m = message(TlsMaterial::load(KEYS, None, Some(&c), None));
+        assert!(m.contains("t.client_key_file"), "{m}");
+        let m = message(TlsMaterial::load(KEYS, None, None, Some(&k)));
+        assert!(m.contains("t.client_cert_file"), "{m}");
+    }
+
+    #[test]
+    fn unreadable_and_non_pem_files_name_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let m = message(TlsMaterial::load(KEYS, Some(&missing), None, None));
+        assert!(m.contains("t.ca_file") && m.contains("missing.pem"), "{m}");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "hello").unwrap();
+        let m = message(TlsMaterial::load(KEYS, Some(&junk), None, None));
+        assert!(m.contains("not a PEM CA certificate"), "{m}");
+        let (c, _) = cert_and_key(dir.path(), "a");
+        let m = message(TlsMaterial::load(KEYS, None, Some(&c), Some(&junk)));
+        assert!(
+            m.contains("t.client_key_file") && m.contains("not a PEM private key"),
+            "{m}"
+        );
+        let m = message(TlsMaterial::load(KEYS, None, Some(&junk), Some(&c)));
+        assert!(m.contains("t.client_cert_file"), "{m}");
+    }
+}

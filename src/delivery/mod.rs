@@ -61,6 +61,8 @@ pub struct EndpointState {
     pub delivered: AtomicU64,
     /// Failed attempts.
     pub failed: AtomicU64,
+    /// Retries scheduled.
+    pub retries: AtomicU64,
     /// Deliveries given up on.
     pub dead_lettered: AtomicU64,
     /// Unix ms of the last 2xx (0 = never).

@@ -220,6 +220,7 @@ impl Worker {
                         .policy
                         .delay(job.attempts, after, rand::random::<f64>());
                     self.retries.increment(1);
+                    self.state.retries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         endpoint = %self.cfg.name,
                         idempotency_key = %job.msg.idempotency_key,

@@ -1,8 +1,8 @@
 //! The `run` command: wires sources → ingest → per-endpoint queues → delivery workers, serves
 //! the admin endpoints, and shuts down in order on SIGTERM/SIGINT.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,19 +10,21 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, watch};
 
+mod endpoints;
+
+pub use endpoints::{
+    Applied, EndpointRuntime, EndpointSet, QueueMode, build_endpoint, build_endpoints,
+};
+
 use crate::admin::{self, Status};
-use crate::config::Durability;
-use crate::config::{Config, SourceKind};
+use crate::config::{Config, Durability, LoadOptions, SourceKind};
 use crate::control;
-use crate::delivery::EndpointState;
-use crate::delivery::worker::Worker;
 use crate::dlq::Dlq;
-use crate::ingest::{Ingest, IngestSettings, Route};
-use crate::queue::Queue;
-use crate::queue::memory::{DEFAULT_CAPACITY, MemoryQueue};
-use crate::queue::redis::{self as redis_queue, QueueKeys, RedisQueue};
+use crate::ingest::{Ingest, IngestSettings};
+use crate::queue::redis as redis_queue;
 use crate::shutdown::Shutdown;
 use crate::source::{self, SourceState};
+use endpoints::Context as EndpointContext;
 
 /// Flags of `run` that are not config keys.
 #[derive(Debug, Clone, Default)]
@@ -31,6 +33,10 @@ pub struct RunOptions {
     pub dual: bool,
     /// Also write CloudWatch EMF lines.
     pub metrics_emf: bool,
+    /// How often EMF lines are written.
+    pub metrics_emf_interval: Duration,
+    /// How the config was loaded, to load it again on reload.
+    pub load: LoadOptions,
 }
 
 /// A Redis connection that reconnects by itself, with bounded timeouts so that a dead Redis
@@ -57,70 +63,6 @@ pub fn redis_reader(url: &crate::config::RedisUrl) -> Result<ConnectionManager, 
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(2));
     ConnectionManager::new_lazy_with_config(client, cfg)
-}
-
-/// One endpoint's queue, counters and worker, built from config.
-pub struct EndpointRuntime {
-    /// The route ingest uses.
-    pub route: Route,
-    /// The worker.
-    pub worker: Arc<Worker>,
-}
-
-/// Where endpoint queues live.
-#[derive(Clone)]
-pub enum QueueMode {
-    /// In process memory (also what `dlq replay` uses for its own, local delivery).
-    Memory,
-    /// Redis streams read as this replica's consumer.
-    Redis {
-        /// Shared connection for queue commands.
-        conn: ConnectionManager,
-        /// This replica's consumer name.
-        consumer: String,
-    },
-}
-
-/// Builds the runtime of every endpoint in `cfg`.
-pub fn build_endpoints(
-    cfg: &Config,
-    dlq: &Dlq,
-    mode: &QueueMode,
-) -> anyhow::Result<Vec<EndpointRuntime>> {
-    cfg.endpoints
-        .iter()
-        .map(|ep| {
-            let ep = Arc::new(ep.clone());
-            let keys = QueueKeys::new(&cfg.redis.key_prefix, &ep.name);
-            let queue = match mode {
-                QueueMode::Memory => Queue::Memory(Arc::new(MemoryQueue::new(DEFAULT_CAPACITY))),
-                QueueMode::Redis { conn, consumer } => Queue::Redis(Arc::new(RedisQueue::new(
-                    conn.clone(),
-                    keys.clone(),
-                    consumer,
-                    ep.concurrency,
-                ))),
-            };
-            let state = Arc::new(EndpointState::new(&ep.name, ep.url.url().as_str()));
-            let worker = Worker::new(
-                ep.clone(),
-                &cfg.security,
-                queue.clone(),
-                state.clone(),
-                dlq.clone(),
-            )?;
-            Ok(EndpointRuntime {
-                route: Route {
-                    endpoint: ep,
-                    queue,
-                    stream: keys.stream,
-                    ledger: keys.ledger.queued,
-                    state,
-                },
-                worker: Arc::new(worker),
-            })
-        })
-        .collect()
 }
 
 /// This replica's consumer name: `<hostname>-<pid>-<random>`, unique per process so that
@@ -168,45 +110,17 @@ pub async fn run(
     } else {
         QueueMode::Memory
     };
-    let endpoints = build_endpoints(&cfg, &dlq, &mode)?;
     // Background work of the durable queues stops only after the workers have drained, so
     // acknowledgements of the last in-flight deliveries are still written.
     let queue_stop = tokio_util::sync::CancellationToken::new();
-    let heartbeat_key = cfg.redis.key(&format!("replica:{consumer}"));
-    let mut ackers = Vec::new();
     // Every replica heartbeats: durable queues and list/stream sources claim the work of
     // replicas whose heartbeat is gone.
     let heartbeat = tokio::spawn(redis_queue::heartbeat(
         conn.clone(),
-        heartbeat_key,
+        cfg.redis.key(&format!("replica:{consumer}")),
         queue_stop.clone(),
     ));
-    if durable {
-        for e in &endpoints {
-            if let Queue::Redis(q) = &e.route.queue {
-                let mut wait = Duration::from_millis(100);
-                while let Err(err) = q.ensure_group().await {
-                    tracing::warn!(stream = %q.stream(), error = %err, "cannot create the consumer group; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.token.cancelled() => return Ok(()),
-                    }
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-                let reader = redis_reader(&cfg.redis.url)?;
-                ackers.push((
-                    q.clone(),
-                    q.start(reader, shutdown.token.clone(), queue_stop.clone()),
-                ));
-            }
-        }
-    }
 
-    let sources: Vec<Arc<SourceState>> = cfg
-        .sources
-        .iter()
-        .map(|s| Arc::new(SourceState::new(s.kind, &s.name)))
-        .collect();
     // The pause flag is read once before any worker starts, so a paused cluster does not
     // deliver during start-up, then polled.
     let paused_flag = Arc::new(AtomicBool::new(false));
@@ -237,12 +151,33 @@ pub async fn run(
         cfg.migration.legacy_check_interval.0,
         shutdown.token.clone(),
     ));
+
+    // Workers before sources, so that nothing ingest queues waits for a consumer.
+    let mut endpoints = EndpointSet::start(
+        &cfg,
+        EndpointContext {
+            key_prefix: cfg.redis.key_prefix.clone(),
+            redis_url: cfg.redis.url.clone(),
+            dlq: dlq.clone(),
+            mode,
+            paused: pause_rx,
+            shutdown: shutdown.clone(),
+            queue_stop: queue_stop.clone(),
+        },
+    )
+    .await?;
+
+    let sources: Vec<Arc<SourceState>> = cfg
+        .sources
+        .iter()
+        .map(|s| Arc::new(SourceState::new(s.kind, &s.name)))
+        .collect();
     let status = Arc::new(Status {
         paused: paused_flag.clone(),
         dual: opts.dual,
         config_version: AtomicU64::new(1),
         sources: sources.clone(),
-        endpoints: RwLock::new(endpoints.iter().map(|e| e.route.state.clone()).collect()),
+        endpoints: endpoints.states(),
         redis: conn.clone(),
         metrics,
     });
@@ -252,8 +187,9 @@ pub async fn run(
         .with_context(|| format!("cannot listen on admin.listen {}", cfg.admin.listen))?;
     tracing::info!(listen = %cfg.admin.listen, "admin server listening");
     let admin_stop = shutdown.token.clone();
+    let admin_status = status.clone();
     let admin_task = tokio::spawn(async move {
-        let app = admin::router(status);
+        let app = admin::router(admin_status);
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(async move { admin_stop.cancelled().await })
             .await
@@ -262,24 +198,7 @@ pub async fn run(
         }
     });
 
-    // Workers first, so that nothing ingest queues waits for a consumer.
-    let mut worker_tasks = Vec::new();
-    for e in &endpoints {
-        let w = e.worker.clone();
-        worker_tasks.push(tokio::spawn(w.run(
-            pause_rx.clone(),
-            shutdown.token.clone(),
-            shutdown.tracker.clone(),
-        )));
-    }
-
     let (tx, rx) = mpsc::channel(4096);
-    let routes = Arc::new(RwLock::new(Arc::new(
-        endpoints
-            .iter()
-            .map(|e| e.route.clone())
-            .collect::<Vec<_>>(),
-    )));
     let ingest = Ingest {
         settings: IngestSettings {
             key_fields: cfg.delivery.idempotency_key_fields.clone(),
@@ -288,7 +207,7 @@ pub async fn run(
             seen_prefix: cfg.redis.key("seen:"),
             durable,
         },
-        routes,
+        routes: endpoints.routes(),
         dlq: dlq.clone(),
         redis: conn.clone(),
         shutdown: shutdown.token.clone(),
@@ -352,6 +271,14 @@ pub async fn run(
         }
     });
 
+    if opts.metrics_emf {
+        tokio::spawn(crate::telemetry::emf::run(
+            endpoints.states(),
+            opts.metrics_emf_interval,
+            shutdown.token.clone(),
+        ));
+    }
+
     tracing::info!(
         version = crate::VERSION,
         endpoints = cfg.endpoints.len(),
@@ -361,15 +288,41 @@ pub async fn run(
         "bridge running"
     );
 
-    shutdown.token.cancelled().await;
-    let deadline = cfg.delivery.shutdown_timeout.0;
+    // Serve reloads until shutdown.
+    let mut reloads =
+        crate::config::watch::reload_requests(cfg.file.clone(), shutdown.token.clone());
+    let mut current = cfg;
+    loop {
+        let trigger = tokio::select! {
+            t = reloads.recv() => match t { Some(t) => t, None => { shutdown.token.cancelled().await; break } },
+            _ = shutdown.token.cancelled() => break,
+        };
+        match reload(&mut endpoints, &current, &opts.load, trigger).await {
+            Ok(new) => {
+                current = new;
+                let v = status.config_version.fetch_add(1, Ordering::Relaxed) + 1;
+                metrics::counter!(crate::telemetry::metric::CONFIG_RELOADS, "result" => "success")
+                    .increment(1);
+                tracing::info!(
+                    config_version = v,
+                    trigger = trigger.as_str(),
+                    "config reloaded"
+                );
+            }
+            Err(e) => {
+                metrics::counter!(crate::telemetry::metric::CONFIG_RELOADS, "result" => "failure")
+                    .increment(1);
+                tracing::error!(trigger = trigger.as_str(), error = %format!("{e:#}"), "config reload rejected; the running config stays");
+            }
+        }
+    }
+
+    let deadline = current.delivery.shutdown_timeout.0;
     for t in source_tasks {
         let _ = t.await;
     }
     let _ = ingest_task.await;
-    for t in worker_tasks {
-        let _ = t.await;
-    }
+    endpoints.join_workers().await;
     if shutdown.drain(deadline).await {
         tracing::info!("all in-flight deliveries finished");
     } else {
@@ -378,15 +331,7 @@ pub async fn run(
             "shutdown_timeout passed with deliveries still in flight; leaving them"
         );
     }
-    if durable {
-        for (q, acker) in ackers {
-            q.close();
-            let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
-            q.leave().await;
-        }
-    } else {
-        park_memory_jobs(&endpoints, &dlq).await;
-    }
+    endpoints.finish().await;
     queue_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), heartbeat).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
@@ -394,34 +339,82 @@ pub async fn run(
     Ok(())
 }
 
-/// With `durability = memory`, jobs still queued at exit would vanish with the process; they
-/// go to the dead-letter stream instead, from where `dlq replay` re-drives them.
-async fn park_memory_jobs(endpoints: &[EndpointRuntime], dlq: &Dlq) {
-    let mut parked = 0usize;
-    for e in endpoints {
-        let Queue::Memory(q) = &e.route.queue else {
-            continue;
-        };
-        for job in q.take_all() {
-            let dl = crate::ingest::dead_letter(
-                &job,
-                &e.route.endpoint.name,
-                crate::dlq::Stage::Delivery,
-                "not delivered before shutdown (durability = memory); replay with `dlq replay`",
-            );
-            if dlq
-                .add_reliably(&dl, Duration::from_secs(5))
-                .await
-                .is_some()
-            {
-                parked += 1;
-            }
+/// Loads the config again and applies what can change at run time: endpoints (URL,
+/// secrets, filters, retry, circuit, concurrency, headers) and the log level. Settings that
+/// need a restart are named in a warning and keep their running values.
+async fn reload(
+    endpoints: &mut EndpointSet,
+    current: &Config,
+    load: &LoadOptions,
+    trigger: crate::config::watch::Trigger,
+) -> anyhow::Result<Config> {
+    tracing::info!(trigger = trigger.as_str(), "reloading config");
+    let new = Config::load(load)?;
+    let mut restart = Vec::new();
+    let same = |a: &dyn erased::Show, b: &dyn erased::Show| a.show() == b.show();
+    if current.redis.url.expose() != new.redis.url.expose() {
+        restart.push("redis.url");
+    }
+    if current.redis.key_prefix != new.redis.key_prefix {
+        restart.push("redis.key_prefix");
+    }
+    if !same(&current.sources, &new.sources) {
+        restart.push("sources");
+    }
+    if !same(&current.delivery, &new.delivery) {
+        restart.push("delivery");
+    }
+    if !same(&current.security, &new.security) {
+        restart.push("security");
+    }
+    if current.admin.listen != new.admin.listen {
+        restart.push("admin.listen");
+    }
+    if !same(&current.republish, &new.republish) || !same(&current.fallback, &new.fallback) {
+        restart.push("republish/fallback");
+    }
+    if current.log.format != new.log.format {
+        restart.push("log.format");
+    }
+    if !restart.is_empty() {
+        tracing::warn!(keys = %restart.join(", "), "these settings changed but need a restart to apply; running values kept");
+    }
+    let applied = endpoints.apply(&new).await?;
+    if current.log.level != new.log.level {
+        match crate::telemetry::set_log_level(&new.log.level) {
+            Ok(()) => tracing::info!(level = %new.log.level, "log level changed"),
+            Err(e) => tracing::warn!(error = %e, "log level not changed"),
         }
     }
-    if parked > 0 {
-        tracing::warn!(
-            jobs = parked,
-            "queued deliveries moved to the dead-letter stream at shutdown"
-        );
+    tracing::info!(
+        added = ?applied.added,
+        changed = ?applied.changed,
+        removed = ?applied.removed,
+        "endpoints updated"
+    );
+    // Keep the running values of restart-only settings, so the next reload compares against
+    // what actually runs.
+    let mut kept = new;
+    kept.redis = current.redis.clone();
+    kept.sources = current.sources.clone();
+    kept.delivery = current.delivery.clone();
+    kept.security = current.security.clone();
+    kept.admin = current.admin.clone();
+    kept.republish = current.republish.clone();
+    kept.fallback = current.fallback.clone();
+    kept.log.format = current.log.format;
+    Ok(kept)
+}
+
+/// Compares config sections by their rendered form (secrets render as `***`, which is fine
+/// for the sections compared this way: none of them holds a secret).
+mod erased {
+    pub trait Show {
+        fn show(&self) -> String;
+    }
+    impl<T: serde::Serialize> Show for T {
+        fn show(&self) -> String {
+            serde_json::to_string(self).unwrap_or_default()
+        }
     }
 }

@@ -1,0 +1,395 @@
+//! The live set of endpoints: each one's queue, counters and worker, and how a new config
+//! is applied to them without a restart.
+//!
+//! A reload builds every new or changed worker first (signer, HTTP client, consumer group);
+//! only if all of that succeeds does it swap them in, so an invalid config changes nothing.
+//! A changed endpoint keeps its queue and counters: the old worker stops taking jobs, its
+//! in-flight attempts finish and settle through the same queue, and the new worker takes the
+//! next job. A removed endpoint's worker stops the same way; what was queued for it stays in
+//! Redis (durable) or goes to the dead-letter stream (memory), so nothing is lost.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, EndpointConfig, RedisUrl, SecurityConfig};
+use crate::delivery::EndpointState;
+use crate::delivery::worker::Worker;
+use crate::dlq::{Dlq, Stage};
+use crate::ingest::Route;
+use crate::queue::Queue;
+use crate::queue::memory::{DEFAULT_CAPACITY, MemoryQueue};
+use crate::queue::redis::{QueueKeys, RedisQueue};
+use crate::shutdown::Shutdown;
+
+/// Where endpoint queues live.
+#[derive(Clone)]
+pub enum QueueMode {
+    /// In process memory (also what `dlq replay` uses for its own, local delivery).
+    Memory,
+    /// Redis streams read as this replica's consumer.
+    Redis {
+        /// Shared connection for queue commands.
+        conn: ConnectionManager,
+        /// This replica's consumer name.
+        consumer: String,
+    },
+}
+
+/// One endpoint's queue, counters and worker, built from config.
+pub struct EndpointRuntime {
+    /// The route ingest uses.
+    pub route: Route,
+    /// The worker.
+    pub worker: Arc<Worker>,
+}
+
+/// Builds one endpoint's runtime; `existing` reuses a queue and counters (a changed endpoint).
+pub fn build_endpoint(
+    ep: &EndpointConfig,
+    key_prefix: &str,
+    security: &SecurityConfig,
+    dlq: &Dlq,
+    mode: &QueueMode,
+    existing: Option<&Route>,
+) -> anyhow::Result<EndpointRuntime> {
+    let ep = Arc::new(ep.clone());
+    let keys = QueueKeys::new(key_prefix, &ep.name);
+    let (queue, state) = match existing {
+        Some(r) => (r.queue.clone(), r.state.clone()),
+        None => {
+            let queue = match mode {
+                QueueMode::Memory => Queue::Memory(Arc::new(MemoryQueue::new(DEFAULT_CAPACITY))),
+                QueueMode::Redis { conn, consumer } => Queue::Redis(Arc::new(RedisQueue::new(
+                    conn.clone(),
+                    keys.clone(),
+                    consumer,
+                    ep.concurrency,
+                ))),
+            };
+            (
+                queue,
+                Arc::new(EndpointState::new(&ep.name, ep.url.url().as_str())),
+            )
+        }
+    };
+    let worker = Worker::new(
+        ep.clone(),
+        security,
+        queue.clone(),
+        state.clone(),
+        dlq.clone(),
+    )?;
+    Ok(EndpointRuntime {
+        route: Route {
+            endpoint: ep,
+            queue,
+            stream: keys.stream,
+            ledger: keys.ledger.queued,
+            state,
+        },
+        worker: Arc::new(worker),
+    })
+}
+
+/// Builds the runtime of every endpoint in `cfg` (used by `dlq replay`).
+pub fn build_endpoints(
+    cfg: &Config,
+    dlq: &Dlq,
+    mode: &QueueMode,
+) -> anyhow::Result<Vec<EndpointRuntime>> {
+    cfg.endpoints
+        .iter()
+        .map(|ep| build_endpoint(ep, &cfg.redis.key_prefix, &cfg.security, dlq, mode, None))
+        .collect()
+}
+
+struct Live {
+    rt: EndpointRuntime,
+    /// Stops this endpoint's worker (a child of the process shutdown token).
+    worker_stop: CancellationToken,
+    worker_task: JoinHandle<()>,
+    /// Stops this endpoint's queue reader and claimer (durable only).
+    reader_stop: CancellationToken,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Endpoints added.
+    pub added: Vec<String>,
+    /// Endpoints whose settings changed.
+    pub changed: Vec<String>,
+    /// Endpoints removed.
+    pub removed: Vec<String>,
+}
+
+/// Everything the endpoint set needs from the running bridge.
+pub struct Context {
+    /// Key prefix.
+    pub key_prefix: String,
+    /// Redis URL (for dedicated reader connections).
+    pub redis_url: RedisUrl,
+    /// The dead-letter stream.
+    pub dlq: Dlq,
+    /// Memory or Redis queues.
+    pub mode: QueueMode,
+    /// The pause flag.
+    pub paused: watch::Receiver<bool>,
+    /// Process shutdown and in-flight tracker.
+    pub shutdown: Shutdown,
+    /// Stops the durable queues' background work after the drain.
+    pub queue_stop: CancellationToken,
+}
+
+/// The live endpoints and the routing table ingest reads.
+pub struct EndpointSet {
+    ctx: Context,
+    live: Vec<Live>,
+    /// Durable queues whose acknowledgers must be flushed at exit (including removed ones).
+    ackers: Vec<(Arc<RedisQueue>, JoinHandle<()>)>,
+    routes: Arc<RwLock<Arc<Vec<Route>>>>,
+    /// Counters shown by `/status`.
+    states: Arc<RwLock<Vec<Arc<EndpointState>>>>,
+}
+
+impl EndpointSet {
+    /// Builds and starts every endpoint of `cfg`.
+    pub async fn start(cfg: &Config, ctx: Context) -> anyhow::Result<Self> {
+        let mut set = Self {
+            ctx,
+            live: Vec::new(),
+            ackers: Vec::new(),
+            routes: Arc::new(RwLock::new(Arc::new(Vec::new()))),
+            states: Arc::new(RwLock::new(Vec::new())),
+        };
+        for ep in &cfg.endpoints {
+            let rt = build_endpoint(
+                ep,
+                &set.ctx.key_prefix,
+                &cfg.security,
+                &set.ctx.dlq,
+                &set.ctx.mode,
+                None,
+            )?;
+            set.prepare_queue(&rt).await?;
+            let live = set.launch(rt)?;
+            set.live.push(live);
+        }
+        set.publish();
+        Ok(set)
+    }
+
+    /// The routing table (shared with ingest).
+    pub fn routes(&self) -> Arc<RwLock<Arc<Vec<Route>>>> {
+        self.routes.clone()
+    }
+
+    /// The counters list (shared with `/status`).
+    pub fn states(&self) -> Arc<RwLock<Vec<Arc<EndpointState>>>> {
+        self.states.clone()
+    }
+
+    /// Creates the consumer group of a new durable queue (retrying while Redis is away,
+    /// until shutdown).
+    async fn prepare_queue(&self, rt: &EndpointRuntime) -> anyhow::Result<()> {
+        if let Queue::Redis(q) = &rt.route.queue {
+            let mut wait = Duration::from_millis(100);
+            while let Err(err) = q.ensure_group().await {
+                tracing::warn!(stream = %q.stream(), error = %err, "cannot create the consumer group; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = self.ctx.shutdown.token.cancelled() => anyhow::bail!("shutdown while waiting for Redis"),
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a worker (and, for a new durable queue, its background tasks).
+    fn launch(&mut self, rt: EndpointRuntime) -> anyhow::Result<Live> {
+        let reader_stop = self.ctx.shutdown.token.child_token();
+        if let Queue::Redis(q) = &rt.route.queue
+            && !self.ackers.iter().any(|(a, _)| Arc::ptr_eq(a, q))
+        {
+            let reader = super::redis_reader(&self.ctx.redis_url)?;
+            let acker = q.start(reader, reader_stop.clone(), self.ctx.queue_stop.clone());
+            self.ackers.push((q.clone(), acker));
+        }
+        let worker_stop = self.ctx.shutdown.token.child_token();
+        let worker_task = tokio::spawn(rt.worker.clone().run(
+            self.ctx.paused.clone(),
+            worker_stop.clone(),
+            self.ctx.shutdown.tracker.clone(),
+        ));
+        Ok(Live {
+            rt,
+            worker_stop,
+            worker_task,
+            reader_stop,
+        })
+    }
+
+    /// Publishes the current routes and counters.
+    fn publish(&self) {
+        let routes: Vec<Route> = self.live.iter().map(|l| l.rt.route.clone()).collect();
+        let states = routes.iter().map(|r| r.state.clone()).collect();
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routes);
+        *self.states.write().unwrap_or_else(|p| p.into_inner()) = states;
+    }
+
+    /// Applies the endpoints of `cfg`. Fails without changing anything if a new or changed
+    /// endpoint cannot be built.
+    pub async fn apply(&mut self, cfg: &Config) -> anyhow::Result<Applied> {
+        let mut applied = Applied::default();
+        // Build first: nothing changes unless everything can be built.
+        let mut plan: Vec<(usize, Option<usize>, EndpointRuntime)> = Vec::new();
+        for (i, ep) in cfg.endpoints.iter().enumerate() {
+            let current = self
+                .live
+                .iter()
+                .position(|l| l.rt.route.endpoint.name == ep.name);
+            if let Some(c) = current
+                && same_endpoint(&self.live[c].rt.route.endpoint, ep)
+            {
+                continue;
+            }
+            let existing = current.map(|c| &self.live[c].rt.route);
+            let rt = build_endpoint(
+                ep,
+                &self.ctx.key_prefix,
+                &cfg.security,
+                &self.ctx.dlq,
+                &self.ctx.mode,
+                existing,
+            )?;
+            if current.is_none() {
+                self.prepare_queue(&rt).await?;
+            }
+            plan.push((i, current, rt));
+        }
+        // Swap: changed and added endpoints.
+        for (_, current, rt) in plan {
+            let name = rt.route.endpoint.name.clone();
+            match current {
+                Some(c) => {
+                    let new = self.launch(rt)?;
+                    let old = std::mem::replace(&mut self.live[c], new);
+                    // The old worker takes no new job; its in-flight attempts finish under the
+                    // tracker and settle through the same queue.
+                    old.worker_stop.cancel();
+                    // The reader keeps running: it belongs to the queue, which is kept.
+                    self.live[c].reader_stop = old.reader_stop;
+                    applied.changed.push(name);
+                }
+                None => {
+                    let live = self.launch(rt)?;
+                    self.live.push(live);
+                    applied.added.push(name);
+                }
+            }
+        }
+        // Removed endpoints.
+        let keep: Vec<&str> = cfg.endpoints.iter().map(|e| e.name.as_str()).collect();
+        let mut i = 0;
+        while i < self.live.len() {
+            if keep.contains(&self.live[i].rt.route.endpoint.name.as_str()) {
+                i += 1;
+                continue;
+            }
+            let gone = self.live.remove(i);
+            gone.worker_stop.cancel();
+            gone.reader_stop.cancel();
+            let name = gone.rt.route.endpoint.name.clone();
+            match &gone.rt.route.queue {
+                Queue::Memory(q) => {
+                    let parked =
+                        park(&self.ctx.dlq, &name, q, "endpoint removed from the config").await;
+                    if parked > 0 {
+                        tracing::warn!(endpoint = %name, jobs = parked, "queued deliveries of a removed endpoint moved to the dead-letter stream");
+                    }
+                }
+                Queue::Redis(q) => {
+                    tracing::warn!(endpoint = %name, stream = %q.stream(), "endpoint removed; deliveries still queued for it stay in Redis and resume if it is added back");
+                }
+            }
+            applied.removed.push(name);
+        }
+        // Config order for /status.
+        self.live.sort_by_key(|l| {
+            keep.iter()
+                .position(|n| *n == l.rt.route.endpoint.name)
+                .unwrap_or(usize::MAX)
+        });
+        self.publish();
+        Ok(applied)
+    }
+
+    /// Waits for every worker to stop taking jobs (after the shutdown token fired).
+    pub async fn join_workers(&mut self) {
+        for l in &mut self.live {
+            let _ = (&mut l.worker_task).await;
+        }
+    }
+
+    /// After the drain: flushes durable acknowledgements and leaves the consumer groups,
+    /// or (memory) moves jobs still queued to the dead-letter stream.
+    pub async fn finish(self) {
+        for (q, acker) in self.ackers {
+            q.close();
+            let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
+            q.leave().await;
+        }
+        let mut parked = 0;
+        for l in &self.live {
+            if let Queue::Memory(q) = &l.rt.route.queue {
+                parked += park(
+                    &self.ctx.dlq,
+                    &l.rt.route.endpoint.name,
+                    q,
+                    "not delivered before shutdown (durability = memory); replay with `dlq replay`",
+                )
+                .await;
+            }
+        }
+        if parked > 0 {
+            tracing::warn!(
+                jobs = parked,
+                "queued deliveries moved to the dead-letter stream at shutdown"
+            );
+        }
+    }
+}
+
+/// Whether two configs of an endpoint are the same (secrets compared by value).
+fn same_endpoint(a: &EndpointConfig, b: &EndpointConfig) -> bool {
+    let shape = |e: &EndpointConfig| toml::to_string(e).unwrap_or_default();
+    shape(a) == shape(b)
+        && a.secrets.len() == b.secrets.len()
+        && a.secrets
+            .iter()
+            .zip(&b.secrets)
+            .all(|(x, y)| x.expose() == y.expose())
+}
+
+/// Moves every job waiting in a memory queue to the dead-letter stream.
+async fn park(dlq: &Dlq, endpoint: &str, q: &MemoryQueue, why: &str) -> usize {
+    let mut parked = 0;
+    for job in q.take_all() {
+        let dl = crate::ingest::dead_letter(&job, endpoint, Stage::Delivery, why);
+        if dlq
+            .add_reliably(&dl, Duration::from_secs(5))
+            .await
+            .is_some()
+        {
+            parked += 1;
+        }
+        q.done();
+    }
+    parked
+}
