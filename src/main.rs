@@ -130,7 +130,9 @@ async fn run(
         metrics_emf_interval: args.metrics_emf_interval,
         load,
     };
-    bridge::run(cfg, opts, metrics, shutdown).await?;
+    let result = bridge::run(cfg, opts, metrics, shutdown).await;
+    telemetry::otel::shutdown();
+    result?;
     Ok(exit::OK)
 }
 

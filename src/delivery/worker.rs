@@ -314,10 +314,16 @@ impl Worker {
             signing::HEADER_ATTEMPT,
             &job.attempts.to_string(),
         );
+        let span = tracing::info_span!(
+            "delivery_attempt",
+            endpoint = %self.cfg.name,
+            idempotency_key = %msg.idempotency_key,
+            attempt = job.attempts,
+        );
         put(
             &mut headers,
             "traceparent",
-            &telemetry::traceparent(msg.traceparent.as_deref()),
+            &telemetry::delivery_traceparent(&span, msg.traceparent.as_deref()),
         );
         let ts = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -331,12 +337,6 @@ impl Worker {
             put(&mut headers, name, value);
         }
 
-        let span = tracing::info_span!(
-            "delivery_attempt",
-            endpoint = %self.cfg.name,
-            idempotency_key = %msg.idempotency_key,
-            attempt = job.attempts,
-        );
         self.state.in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let outcome = self
