@@ -86,10 +86,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
     /// Also write the four webhook metrics as CloudWatch Embedded Metric Format lines (stdout).
-    #[arg(long)]
+    #[arg(long, env = "BRIDGE_METRICS_EMF")]
     pub metrics_emf: bool,
     /// How often EMF lines are written.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BRIDGE_METRICS_EMF_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub metrics_emf_interval: std::time::Duration,
 }
 

@@ -273,7 +273,7 @@ impl Republisher {
                 Some(url) => crate::bridge::redis_manager(url)?,
                 None => main.clone(),
             };
-            let label = format!("{}:{}", target_kind(t.kind), t.key);
+            let label = t.label();
             out.push((
                 t.clone(),
                 conn,
@@ -336,14 +336,6 @@ impl Republisher {
                 }
             }
         }
-    }
-}
-
-fn target_kind(k: TargetKind) -> &'static str {
-    match k {
-        TargetKind::Channel => "channel",
-        TargetKind::List => "list",
-        TargetKind::Stream => "stream",
     }
 }
 

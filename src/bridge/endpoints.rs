@@ -222,6 +222,22 @@ impl EndpointSet {
             self.ackers.push((q.clone(), acker));
         }
         let worker_stop = self.ctx.shutdown.token.child_token();
+        // Keeps `/status` queued and `bridge_queue_depth` current while nothing moves (the
+        // durable queue's depth lives in Redis and is sampled).
+        let (queue, state, stop) = (
+            rt.route.queue.clone(),
+            rt.route.state.clone(),
+            worker_stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => state.queued_gauge(queue.depth()),
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
         let worker_task = tokio::spawn(rt.worker.clone().run(
             self.ctx.paused.clone(),
             worker_stop.clone(),

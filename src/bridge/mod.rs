@@ -279,6 +279,9 @@ pub async fn run(
         ));
     }
 
+    zero_metrics(&cfg, opts.dual);
+    dlq.refresh_depth_gauge().await;
+
     tracing::info!(
         version = crate::VERSION,
         endpoints = cfg.endpoints.len(),
@@ -352,11 +355,11 @@ async fn reload(
     let new = Config::load(load)?;
     let mut restart = Vec::new();
     let same = |a: &dyn erased::Show, b: &dyn erased::Show| a.show() == b.show();
-    if current.redis.url.expose() != new.redis.url.expose() {
-        restart.push("redis.url");
+    if current.redis.url.expose() != new.redis.url.expose() || !same(&current.redis, &new.redis) {
+        restart.push("redis");
     }
-    if current.redis.key_prefix != new.redis.key_prefix {
-        restart.push("redis.key_prefix");
+    if !same(&current.migration, &new.migration) {
+        restart.push("migration");
     }
     if !same(&current.sources, &new.sources) {
         restart.push("sources");
@@ -402,6 +405,7 @@ async fn reload(
     kept.admin = current.admin.clone();
     kept.republish = current.republish.clone();
     kept.fallback = current.fallback.clone();
+    kept.migration = current.migration.clone();
     kept.log.format = current.log.format;
     Ok(kept)
 }
@@ -415,6 +419,32 @@ mod erased {
     impl<T: serde::Serialize> Show for T {
         fn show(&self) -> String {
             serde_json::to_string(self).unwrap_or_default()
+        }
+    }
+}
+
+/// Registers every counter and gauge at zero, so dashboards and alert rules see each series
+/// (and `rate()` works) before the first event of its kind.
+fn zero_metrics(cfg: &Config, dual: bool) {
+    use crate::telemetry::metric;
+    metrics::counter!(metric::DUPLICATES_DROPPED).increment(0);
+    for result in ["success", "failure"] {
+        metrics::counter!(metric::CONFIG_RELOADS, "result" => result).increment(0);
+    }
+    for s in &cfg.sources {
+        metrics::counter!(metric::MESSAGES_RECEIVED, "source" => s.name.clone()).increment(0);
+        metrics::counter!(metric::SOURCE_DISCONNECTS, "source" => s.name.clone()).increment(0);
+        for c in &s.channels {
+            metrics::gauge!(metric::LEGACY_SUBSCRIBERS, "channel" => c.clone()).set(0.0);
+        }
+    }
+    for e in &cfg.endpoints {
+        metrics::counter!(metric::PUBLISH_SUCCESS, "endpoint" => e.name.clone()).increment(0);
+        metrics::counter!(metric::RETRY_COUNT, "endpoint" => e.name.clone()).increment(0);
+    }
+    if dual {
+        for t in &cfg.republish.targets {
+            metrics::counter!(metric::REPUBLISHED, "target" => t.label()).increment(0);
         }
     }
 }

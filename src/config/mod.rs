@@ -317,8 +317,9 @@ impl Serialize for EndpointUrl {
     }
 }
 
-/// One `[[endpoints]]` entry, every default applied.
-#[derive(Debug, Clone, Serialize)]
+/// One `[[endpoints]]` entry, every default applied. `Debug` and `Serialize` show the value
+/// of a header whose name looks like a credential (see [`is_sensitive_header`]) as `***`.
+#[derive(Clone, Serialize)]
 pub struct EndpointConfig {
     /// Unique name: used in metrics, logs, Redis keys and `dlq replay --endpoint`.
     pub name: String,
@@ -349,6 +350,7 @@ pub struct EndpointConfig {
     /// Circuit breaker.
     pub circuit_breaker: CircuitConfig,
     /// Extra static headers.
+    #[serde(serialize_with = "serialize_headers")]
     pub headers: BTreeMap<String, String>,
     /// `tls = { … }`: a CA to trust and a client certificate for this endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -373,7 +375,115 @@ pub struct EndpointTls {
     pub material: Arc<TlsMaterial>,
 }
 
+impl std::fmt::Debug for EndpointConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured so that a new field cannot be forgotten here.
+        let Self {
+            name,
+            url,
+            secrets,
+            signature,
+            sign_with_all_secrets,
+            channels,
+            event_types,
+            timeout,
+            max_retries,
+            retry_delay,
+            max_retry_delay,
+            concurrency,
+            ordered,
+            circuit_breaker,
+            headers,
+            tls,
+        } = self;
+        f.debug_struct("EndpointConfig")
+            .field("name", name)
+            .field("url", url)
+            .field("secrets", secrets)
+            .field("signature", signature)
+            .field("sign_with_all_secrets", sign_with_all_secrets)
+            .field("channels", channels)
+            .field("event_types", event_types)
+            .field("timeout", timeout)
+            .field("max_retries", max_retries)
+            .field("retry_delay", retry_delay)
+            .field("max_retry_delay", max_retry_delay)
+            .field("concurrency", concurrency)
+            .field("ordered", ordered)
+            .field("circuit_breaker", circuit_breaker)
+            .field("headers", &RedactedHeaders(headers))
+            .field("tls", tls)
+            .finish()
+    }
+}
+
+/// Whether a header's value is likely a credential (`Authorization`, `Cookie`, `X-Api-Key`,
+/// anything naming a token, secret, key, password, session or signature): such values are
+/// shown as `***` by `check-config`, `Debug` and `/status`-like views.
+pub fn is_sensitive_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "auth",
+        "cookie",
+        "token",
+        "secret",
+        "key",
+        "pass",
+        "session",
+        "signature",
+        "credential",
+    ]
+    .iter()
+    .any(|word| n.contains(word))
+}
+
+/// Headers with credential-like values replaced by `***`.
+struct RedactedHeaders<'a>(&'a BTreeMap<String, String>);
+
+impl RedactedHeaders<'_> {
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| {
+            let shown = if is_sensitive_header(k) { "***" } else { v };
+            (k.as_str(), shown)
+        })
+    }
+}
+
+impl std::fmt::Debug for RedactedHeaders<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+fn serialize_headers<S: serde::Serializer>(
+    headers: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(RedactedHeaders(headers).iter())
+}
+
 impl EndpointConfig {
+    /// Whether `other` configures this endpoint identically, compared by value: secrets,
+    /// header values and the contents of the `tls` files included (which `Serialize` and
+    /// `Debug` hide). A reload rebuilds an endpoint only when this is false.
+    pub fn same_as(&self, other: &EndpointConfig) -> bool {
+        let shape = |e: &EndpointConfig| toml::to_string(e).unwrap_or_default();
+        let tls_same = match (&self.tls, &other.tls) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.material.same_as(&b.material),
+            _ => false,
+        };
+        shape(self) == shape(other)
+            && self.headers == other.headers
+            && tls_same
+            && self.secrets.len() == other.secrets.len()
+            && self
+                .secrets
+                .iter()
+                .zip(&other.secrets)
+                .all(|(x, y)| x.expose() == y.expose())
+    }
+
     /// Whether a message from `channel` with `event_type` goes to this endpoint.
     pub fn matches(&self, channel: &str, event_type: &str) -> bool {
         let glob =
@@ -395,6 +505,17 @@ pub enum TargetKind {
     Stream,
 }
 
+impl TargetKind {
+    /// The config spelling: `channel`, `list` or `stream`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Channel => "channel",
+            TargetKind::List => "list",
+            TargetKind::Stream => "stream",
+        }
+    }
+}
+
 /// A republish or fallback target.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetConfig {
@@ -404,6 +525,13 @@ pub struct TargetConfig {
     pub key: String,
     /// Another Redis, if not the main one.
     pub redis_url: Option<RedisUrl>,
+}
+
+impl TargetConfig {
+    /// `<kind>:<key>`, the `target` label of `bridge_messages_republished_total`.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.kind.as_str(), self.key)
+    }
 }
 
 /// `[republish]`.
@@ -419,6 +547,7 @@ pub struct FallbackConfig {
     /// `ENABLE_REDIS_FALLBACK`.
     pub enabled: bool,
     /// Where dead-lettered bodies also go.
+    #[serde(flatten)]
     pub target: TargetConfig,
 }
 
@@ -527,7 +656,7 @@ impl Config {
         fig = legacy_layer(fig, env)?;
         fig = fig.merge(
             Env::prefixed("BRIDGE_")
-                .ignore(&["CONFIG", "DUAL"])
+                .ignore(&["CONFIG", "DUAL", "METRICS_EMF", "METRICS_EMF_INTERVAL"])
                 .split("__"),
         );
         if let Some(url) = &opts.redis_url {
@@ -759,10 +888,14 @@ fn validate(
                         "WEBHOOK_URL is set but WEBHOOK_SECRET is not; every endpoint needs a signing secret",
                     )
                 })?;
+            // The registry's consumers verify what its original publisher sent: an HMAC of
+            // the body alone. The endpoint made from its variables keeps that scheme; define
+            // the endpoint in the file to use hokusai-v2.
             raw_endpoints.push(raw::RawEndpoint {
                 name: "default".into(),
                 url,
                 secrets: vec![Secret::from_bytes(secret)],
+                signature: Some(Scheme::HokusaiLegacy),
                 ..Default::default()
             });
         }

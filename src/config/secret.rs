@@ -1,10 +1,15 @@
 //! Secret values: literal, `env:NAME` or `file:PATH`, resolved once at load, never printed.
 
 use std::fmt;
+use std::io::Read as _;
 use std::path::Path;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
+
+/// Largest `file:` secret read. A signing secret is tens of bytes; a reference to a large
+/// (or endless, like `/dev/zero`) file is a mistake, refused rather than read into memory.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 
 /// A resolved secret. `Debug`, `Display` and `Serialize` show `***`; the bytes are zeroed on drop.
 #[derive(Clone)]
@@ -29,6 +34,9 @@ pub enum SecretError {
     /// The secret resolved to nothing.
     #[error("secret is empty")]
     Empty,
+    /// `file:PATH` names a file larger than [`MAX_SECRET_FILE_BYTES`].
+    #[error("secret file {0} is larger than 64 KiB; point file: at the file that holds only the secret")]
+    TooLarge(String),
 }
 
 impl Secret {
@@ -39,10 +47,20 @@ impl Secret {
                 std::env::var(name).map_err(|_| SecretError::MissingEnv(name.to_string()))?;
             value.into_bytes()
         } else if let Some(path) = reference.strip_prefix("file:") {
-            let mut data = std::fs::read(Path::new(path)).map_err(|e| SecretError::File {
+            let file_err = |e: std::io::Error| SecretError::File {
                 path: path.to_string(),
                 reason: e.kind().to_string(),
-            })?;
+            };
+            let mut data = Vec::new();
+            std::fs::File::open(Path::new(path))
+                .map_err(file_err)?
+                .take(MAX_SECRET_FILE_BYTES + 1)
+                .read_to_end(&mut data)
+                .map_err(file_err)?;
+            if data.len() as u64 > MAX_SECRET_FILE_BYTES {
+                data.iter_mut().for_each(|b| *b = 0);
+                return Err(SecretError::TooLarge(path.to_string()));
+            }
             if data.last() == Some(&b'\n') {
                 data.pop();
                 if data.last() == Some(&b'\r') {
@@ -128,6 +146,12 @@ mod tests {
             SecretError::MissingEnv("RWB_TEST_SURELY_UNSET_VAR".into())
         );
         assert!(e.to_string().contains("RWB_TEST_SURELY_UNSET_VAR"));
+    }
+
+    #[test]
+    fn an_endless_or_huge_secret_file_is_refused_not_read() {
+        let e = Secret::resolve("file:/dev/zero").unwrap_err();
+        assert_eq!(e, SecretError::TooLarge("/dev/zero".into()));
     }
 
     #[test]

@@ -91,6 +91,13 @@ impl TlsMaterial {
         Ok(Some(Self { ca_pem, client }))
     }
 
+    /// Whether both hold the same bytes (a reload that re-read changed files is a change).
+    pub fn same_as(&self, other: &TlsMaterial) -> bool {
+        self.ca_pem() == other.ca_pem()
+            && self.client_cert_pem() == other.client_cert_pem()
+            && self.client_key_pem() == other.client_key_pem()
+    }
+
     /// The CA bundle (PEM), if one was configured.
     pub fn ca_pem(&self) -> Option<&[u8]> {
         self.ca_pem.as_deref()
@@ -120,8 +127,12 @@ impl TlsMaterial {
     }
 }
 
+/// Largest TLS file read: a CA bundle with every public root is about 250 KiB.
+const MAX_TLS_FILE_BYTES: u64 = 1024 * 1024;
+
 fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|e| {
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| {
         ConfigError::invalid(
             key,
             format!(
@@ -129,7 +140,23 @@ fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
                 path.display()
             ),
         )
-    })
+    };
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(MAX_TLS_FILE_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(cannot)?;
+    if data.len() as u64 > MAX_TLS_FILE_BYTES {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "{} is larger than 1 MiB; expected a PEM file",
+                path.display()
+            ),
+        ));
+    }
+    Ok(data)
 }
 
 fn load_ca(key: &str, path: &Path) -> Result<Arc<[u8]>, ConfigError> {
@@ -177,7 +204,7 @@ fn load_identity(
         return Err(ConfigError::invalid(
             keys.cert,
             format!(
-                "{} holds no `-----BEGIN CERTIFICATE-----` block",
+                "{} is not a PEM certificate chain (no `-----BEGIN CERTIFICATE-----` block)",
                 cert_path.display()
             ),
         ));

@@ -53,14 +53,28 @@ pub enum ClientError {
 }
 
 /// A destination refused by the SSRF policy.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "{host} resolves to {addr}, which is not a public address; set security.allow_private_networks = true to allow it"
-)]
+#[derive(Debug)]
 pub struct Blocked {
     host: String,
     addr: IpAddr,
 }
+
+impl std::fmt::Display for Blocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host == self.addr.to_string() {
+            write!(f, "{} is not a public address", self.addr)?;
+        } else {
+            write!(
+                f,
+                "{} resolves to {}, which is not a public address",
+                self.host, self.addr
+            )?;
+        }
+        f.write_str("; set security.allow_private_networks = true to allow it")
+    }
+}
+
+impl std::error::Error for Blocked {}
 
 /// One endpoint's HTTP client.
 #[derive(Clone)]
