@@ -5,24 +5,32 @@
 //!
 //! The modules follow the path of one message, in pipeline order:
 //!
-//! - [`config`]: figment layering (defaults → TOML → `.env`/environment → flags), the
-//!   registry's legacy variables, secret references (`env:`, `file:`) and validation. The
-//!   result is a [`config::Config`] whose fields are already checked newtypes.
-//! - [`source`]: Redis readers (`pubsub` for now) that yield [`source::Received`] messages and
-//!   reconnect with backoff when Redis goes away.
-//! - [`ingest`]: turns a received message into a [`queue::Job`] per matching endpoint —
-//!   size limit, JSON check, idempotency key, event type, routing, de-duplication.
-//! - [`queue`]: per-endpoint queues of delivery jobs (`memory` today).
-//! - [`delivery`]: per-endpoint workers that sign ([`delivery::signing`]), POST
-//!   ([`delivery::client`]), classify the response into an [`delivery::Outcome`], retry with
-//!   backoff ([`delivery::retry`]) and keep a circuit breaker ([`delivery::circuit`]).
-//! - [`dlq`]: the dead-letter stream in Redis and its replay.
-//! - [`control`]: the cluster-wide pause flag every replica honours.
+//! - [`config`]: figment layering (defaults → TOML → legacy variables → `BRIDGE_*` → flags),
+//!   secret references (`env:`, `file:`), TLS files, validation into checked types, and the
+//!   reload triggers (SIGHUP, file change) in [`config::watch`].
+//! - [`source`]: Redis readers — `pubsub` (reconnects with backoff, counts gaps), `list`
+//!   (atomic move into a processing list) and `stream` (consumer group) — yielding
+//!   [`source::Received`] messages.
+//! - [`ingest`]: size and JSON checks, envelope unwrapping, idempotency key, event type,
+//!   routing, then the journal: one Lua call per message records its key and appends it to
+//!   every matching endpoint's queue; dual publishing ([`ingest::Republisher`]).
+//! - [`queue`]: per-endpoint queues of [`queue::Job`]s: [`queue::redis`] (streams, consumer
+//!   groups, retry set, heartbeats, claiming a dead replica's work, delivery ledger) and
+//!   [`queue::memory`].
+//! - [`delivery`]: per-endpoint workers that sign ([`delivery::signing`]), POST with one
+//!   pooled client and the URL/SSRF policy ([`delivery::client`]), classify the answer into
+//!   an [`delivery::Outcome`], retry with backoff ([`delivery::retry`]) and keep a circuit
+//!   breaker ([`delivery::circuit`]).
+//! - [`dlq`]: the dead-letter stream in Redis (and the fallback copy).
+//! - [`control`]: the cluster-wide pause flag and the legacy-subscriber check.
 //! - [`admin`]: the axum router for `/healthz`, `/readyz`, `/metrics` and `/status`.
-//! - [`telemetry`]: log subscriber (json/text), metrics names and registry, trace context.
+//! - [`telemetry`]: log subscriber (json/text, reloadable level), metric names and the
+//!   Prometheus registry, CloudWatch EMF lines, OTLP trace export and `traceparent`.
 //! - [`shutdown`]: one cancellation signal for every task and a drain with a deadline.
-//! - [`bridge`]: the `run` command — wires the stages above together and supervises them.
-//! - [`commands`]: every other CLI command (`check-config`, `sign`, `verify`, `receive`, `dlq`).
+//! - [`bridge`]: the `run` command — wires the stages, keeps the live endpoint set that a
+//!   reload updates, and shuts down in order.
+//! - [`commands`]: every other CLI command (`check-config`, `sign`, `verify`, `receive`,
+//!   `dlq`, `pause`/`resume`/`status`, `migrate`).
 //! - [`cli`]: the clap definitions that `main.rs` parses.
 
 pub mod admin;
