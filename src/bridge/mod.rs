@@ -44,25 +44,25 @@ pub struct RunOptions {
 pub fn redis_manager(
     url: &crate::config::RedisUrl,
 ) -> Result<ConnectionManager, redis::RedisError> {
-    let client = url.client()?;
-    let cfg = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(2));
-    ConnectionManager::new_lazy_with_config(client, cfg)
+    manager(url, Duration::from_secs(5))
 }
 
 /// A dedicated connection for blocking reads (XREADGROUP BLOCK would stall a shared one),
 /// with a response timeout longer than the block.
 pub fn redis_reader(url: &crate::config::RedisUrl) -> Result<ConnectionManager, redis::RedisError> {
-    let client = url.client()?;
+    manager(url, Duration::from_secs(10))
+}
+
+fn manager(
+    url: &crate::config::RedisUrl,
+    response_timeout: Duration,
+) -> Result<ConnectionManager, redis::RedisError> {
     let cfg = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(Some(response_timeout))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(2));
-    ConnectionManager::new_lazy_with_config(client, cfg)
+    ConnectionManager::new_lazy_with_config(url.client()?, cfg)
 }
 
 /// This replica's consumer name: `<hostname>-<pid>-<random>`, unique per process so that

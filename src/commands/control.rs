@@ -206,21 +206,5 @@ fn connect(cfg: &Config) -> anyhow::Result<ConnectionManager> {
 
 /// Every key matching `pattern`.
 pub async fn scan(conn: &mut ConnectionManager, pattern: &str) -> redis::RedisResult<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(500)
-            .query_async(conn)
-            .await?;
-        out.extend(keys);
-        cursor = next;
-        if cursor == 0 {
-            return Ok(out);
-        }
-    }
+    crate::queue::redis::scan_keys(conn, pattern, None, usize::MAX).await
 }

@@ -199,25 +199,9 @@ pub async fn plan(cfg: &Config, format: Format) -> anyhow::Result<i32> {
 }
 
 async fn scan_type(conn: &mut ConnectionManager, kind: &str) -> redis::RedisResult<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(500)
-            .arg("TYPE")
-            .arg(kind)
-            .query_async(conn)
-            .await?;
-        out.extend(keys);
-        cursor = next;
-        if cursor == 0 || out.len() >= MAX_KEYS {
-            out.truncate(MAX_KEYS);
-            out.sort();
-            return Ok(out);
-        }
-    }
+    let mut keys = crate::queue::redis::scan_keys(conn, "*", Some(kind), MAX_KEYS).await?;
+    keys.sort();
+    Ok(keys)
 }
 
 fn group_names(v: &redis::Value) -> Vec<String> {

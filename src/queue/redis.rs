@@ -673,15 +673,58 @@ where
         if claimed > 0 {
             tracing::warn!(stream = %stream, dead_replica = %consumer, entries = claimed, "claimed the unfinished work of a replica that stopped");
         }
-        let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
-            .arg("DELCONSUMER")
+        // DELCONSUMER drops the consumer's pending entries with it, so only a consumer with
+        // nothing left pending goes. (Entries it read less than the XCLAIM idle minimum ago
+        // were not taken above; the next round takes them.)
+        let left: Value = redis::cmd("XPENDING")
             .arg(stream)
             .arg(group)
+            .arg("-")
+            .arg("+")
+            .arg(1)
             .arg(&consumer)
             .query_async(conn)
-            .await;
+            .await?;
+        if pending_ids(&left).is_empty() {
+            let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(stream)
+                .arg(group)
+                .arg(&consumer)
+                .query_async(conn)
+                .await;
+        }
     }
     Ok(())
+}
+
+/// Keys matching `pattern` (and of `kind`, e.g. `list`, when given), at most `max`.
+pub async fn scan_keys(
+    conn: &mut ConnectionManager,
+    pattern: &str,
+    kind: Option<&str>,
+    max: usize,
+) -> redis::RedisResult<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(500);
+        if let Some(kind) = kind {
+            cmd.arg("TYPE").arg(kind);
+        }
+        let (next, keys): (u64, Vec<String>) = cmd.query_async(conn).await?;
+        out.extend(keys);
+        cursor = next;
+        if cursor == 0 || out.len() >= max {
+            out.truncate(max);
+            return Ok(out);
+        }
+    }
 }
 
 /// This replica's heartbeat: renews `replica:<consumer>` until shutdown, then deletes it so

@@ -161,44 +161,31 @@ async fn recover(
     conn: &mut ConnectionManager,
     keys: &ListKeys,
 ) -> redis::RedisResult<Vec<(String, Vec<Vec<u8>>)>> {
+    let pattern = format!("{}*", keys.processing_prefix);
     let mut out = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}*", keys.processing_prefix))
-            .arg("COUNT")
-            .arg(100)
+    for list in crate::queue::redis::scan_keys(conn, &pattern, None, usize::MAX).await? {
+        if list == keys.processing {
+            continue;
+        }
+        let consumer = &list[keys.processing_prefix.len()..];
+        let alive: bool = redis::cmd("EXISTS")
+            .arg(format!("{}{consumer}", keys.replica_prefix))
             .query_async(conn)
             .await?;
-        for list in found {
-            if list == keys.processing {
-                continue;
-            }
-            let consumer = &list[keys.processing_prefix.len()..];
-            let alive: bool = redis::cmd("EXISTS")
-                .arg(format!("{}{consumer}", keys.replica_prefix))
-                .query_async(conn)
-                .await?;
-            if alive {
-                continue;
-            }
-            // Oldest first: items were pushed on the left.
-            let mut items: Vec<Vec<u8>> = redis::cmd("LRANGE")
-                .arg(&list)
-                .arg(0)
-                .arg(-1)
-                .query_async(conn)
-                .await?;
-            items.reverse();
-            if !items.is_empty() {
-                out.push((list, items));
-            }
+        if alive {
+            continue;
         }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(out);
+        // Oldest first: items were pushed on the left.
+        let mut items: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(&list)
+            .arg(0)
+            .arg(-1)
+            .query_async(conn)
+            .await?;
+        items.reverse();
+        if !items.is_empty() {
+            out.push((list, items));
         }
     }
+    Ok(out)
 }
