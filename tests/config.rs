@@ -1,0 +1,193 @@
+//! Configuration through the real binary: invalid configs exit 78 naming the key, the
+//! registry's legacy variables, and the order of the layers (file < env < flags).
+
+mod common;
+
+use common::*;
+
+const VALID_ENDPOINT: &str = r#"
+[[endpoints]]
+name = "site"
+url = "https://example.com/hook"
+secrets = ["literal-secret"]
+"#;
+
+/// Runs `check-config` on `toml` (written to a file) with `envs`; returns the output.
+fn check_config(toml: &str, envs: &[(&str, &str)], flags: &[&str]) -> std::process::Output {
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut args = vec!["--config", path.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    args.push("check-config");
+    run_cli(&args, envs)
+}
+
+/// Asserts exit 78 and that stderr names every one of `names`.
+fn assert_rejected(toml: &str, envs: &[(&str, &str)], names: &[&str]) -> String {
+    let out = check_config(toml, envs, &[]);
+    assert_eq!(out.status.code(), Some(78), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    for name in names {
+        assert!(
+            stderr.contains(name),
+            "the error names `{name}`: {}",
+            show(&out)
+        );
+    }
+    stderr
+}
+
+#[test]
+fn a_valid_config_passes_check_config_with_exit_0() {
+    let out = check_config(VALID_ENDPOINT, &[], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+#[test]
+fn an_unknown_key_exits_78_naming_the_key() {
+    let toml = format!("{VALID_ENDPOINT}\n[delivery]\nbogus = 1\n");
+    assert_rejected(&toml, &[], &["delivery.bogus"]);
+}
+
+#[test]
+fn an_ftp_endpoint_url_exits_78_naming_the_key_and_the_scheme() {
+    let toml = VALID_ENDPOINT.replace("https://example.com/hook", "ftp://example.com/hook");
+    assert_rejected(&toml, &[], &["endpoints[0].url", "ftp"]);
+}
+
+#[test]
+fn an_http_endpoint_without_allow_http_exits_78_naming_the_setting() {
+    let toml = VALID_ENDPOINT.replace("https://", "http://");
+    assert_rejected(&toml, &[], &["endpoints[0].url", "allow_http"]);
+    // …and is accepted once allowed.
+    let out = check_config(
+        &format!("{toml}\n[security]\nallow_http = true\n"),
+        &[],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+}
+
+#[test]
+fn an_endpoint_url_with_credentials_exits_78_without_showing_the_password() {
+    let password = "pw-in-url-3e9c1d";
+    let toml = VALID_ENDPOINT.replace(
+        "https://example.com",
+        &format!("https://alice:{password}@example.com"),
+    );
+    let stderr = assert_rejected(&toml, &[], &["endpoints[0].url", "credentials"]);
+    assert!(!stderr.contains(password), "the password leaked: {stderr}");
+}
+
+#[test]
+fn a_secret_from_an_unset_variable_exits_78_naming_the_variable() {
+    let toml = VALID_ENDPOINT.replace("literal-secret", "env:NOPE_NOT_SET");
+    assert_rejected(&toml, &[], &["NOPE_NOT_SET", "endpoints[0].secrets"]);
+}
+
+#[test]
+fn a_bad_duration_exits_78_naming_the_key() {
+    let toml = format!("{VALID_ENDPOINT}timeout = \"fast\"\n");
+    assert_rejected(&toml, &[], &["endpoints[0].timeout", "fast"]);
+}
+
+#[test]
+fn a_bad_duration_in_a_bridge_variable_exits_78_naming_the_key_and_the_variable() {
+    assert_rejected(
+        VALID_ENDPOINT,
+        &[("BRIDGE_DELIVERY__SHUTDOWN_TIMEOUT", "banana")],
+        &[
+            "delivery.shutdown_timeout",
+            "BRIDGE_DELIVERY__SHUTDOWN_TIMEOUT",
+            "banana",
+        ],
+    );
+}
+
+#[test]
+fn a_config_without_endpoints_exits_78_saying_how_to_add_one() {
+    assert_rejected(
+        "[redis]\nkey_prefix = \"x\"\n",
+        &[],
+        &["endpoints", "WEBHOOK_URL"],
+    );
+}
+
+#[test]
+fn the_legacy_variables_alone_define_the_default_endpoint_and_redis_with_secrets_hidden() {
+    let secret = "legacy-webhook-SECRET-71f2";
+    let token = "legacy-redis-TOKEN-0b5d";
+    let out = run_cli(
+        &["check-config"],
+        &[
+            ("WEBHOOK_URL", "https://hooks.example.com/models/ready"),
+            ("WEBHOOK_SECRET", secret),
+            ("WEBHOOK_TIMEOUT", "7"),
+            ("WEBHOOK_MAX_RETRIES", "2"),
+            ("REDIS_HOST", "redis.internal"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_AUTH_TOKEN", token),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains(secret), "WEBHOOK_SECRET leaked: {all}");
+    assert!(!all.contains(token), "REDIS_AUTH_TOKEN leaked: {all}");
+
+    let cfg: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|e| panic!("check-config prints TOML ({e}): {}", show(&out)));
+    let ep = &cfg["endpoints"][0];
+    assert_eq!(ep["name"].as_str(), Some("default"), "{ep}");
+    assert_eq!(
+        ep["url"].as_str(),
+        Some("https://hooks.example.com/models/ready")
+    );
+    assert_eq!(ep["timeout"].as_str(), Some("7s"), "{ep}");
+    assert_eq!(ep["max_retries"].as_integer(), Some(2), "{ep}");
+    let secrets = ep["secrets"].as_array().unwrap();
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(secrets[0].as_str(), Some("***"));
+    let url = cfg["redis"]["url"].as_str().unwrap();
+    assert!(
+        url.contains("redis.internal") && url.contains(":6380") && url.contains(":***@"),
+        "redis.url = {url}"
+    );
+}
+
+#[test]
+fn a_bridge_variable_overrides_the_file_and_redis_url_flag_overrides_both() {
+    let toml = format!(
+        "[redis]\nurl = \"redis://file-host:6001\"\nkey_prefix = \"from-file\"\n{VALID_ENDPOINT}"
+    );
+    let envs = [
+        ("BRIDGE_REDIS__KEY_PREFIX", "x"),
+        ("BRIDGE_REDIS__URL", "redis://env-host:6002"),
+    ];
+    let redis_of = |flags: &[&str]| -> toml::Table {
+        let out = check_config(&toml, &envs, flags);
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let cfg: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        cfg["redis"].as_table().unwrap().clone()
+    };
+
+    let redis = redis_of(&[]);
+    assert_eq!(redis["key_prefix"].as_str(), Some("x"), "env beats file");
+    assert_eq!(
+        redis["url"].as_str(),
+        Some("redis://env-host:6002"),
+        "env beats file"
+    );
+
+    let redis = redis_of(&["--redis-url", "redis://flag-host:6003"]);
+    assert_eq!(
+        redis["url"].as_str(),
+        Some("redis://flag-host:6003"),
+        "the flag beats env and file"
+    );
+    assert_eq!(redis["key_prefix"].as_str(), Some("x"));
+}

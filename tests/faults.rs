@@ -1,0 +1,245 @@
+//! Faults around the bridge: Redis dying and coming back, messages that cannot be
+//! delivered as they are, and shutting down with deliveries in flight.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_is_killed_and_restarted_the_bridge_resubscribes_and_delivers_new_messages() {
+    let mut redis = RedisServer::start_with_aof();
+    let rx = Receiver::start().await;
+    let config =
+        base_toml(&redis, "t-redis-restart") + &endpoint_toml("site", &rx.url("/hook"), "");
+    let bridge = Bridge::start(&config).await;
+
+    redis
+        .publish(DEFAULT_CHANNEL, message("model.ready", 1))
+        .await;
+    rx.wait_for_count(1, SECS(10)).await;
+
+    redis.kill();
+    wait_until(
+        SECS(10),
+        "/readyz stops answering 200 after Redis died",
+        || async { bridge.readyz().await != Some(200) },
+    )
+    .await;
+    redis.restart();
+    wait_until(
+        SECS(15),
+        "/readyz answers 200 again after Redis restarted",
+        || async { bridge.readyz().await == Some(200) },
+    )
+    .await;
+
+    assert_eq!(
+        redis
+            .publish(DEFAULT_CHANNEL, message("model.ready", 2))
+            .await,
+        1,
+        "the bridge is subscribed again\n{}",
+        bridge.logs()
+    );
+    let reqs = rx.wait_for_count(2, SECS(10)).await;
+    assert_eq!(reqs[1].json()["n"], 2, "{}", bridge.logs());
+    let disconnects = bridge
+        .metric_value("bridge_source_disconnects_total", &[("source", "pubsub")])
+        .await;
+    assert!(
+        disconnects >= 1.0,
+        "bridge_source_disconnects_total{{source=pubsub}} = {disconnects}\n{}",
+        bridge.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_json_and_oversized_messages_are_dead_lettered_with_the_reason_and_do_not_block_others()
+{
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    let config = base_toml(&redis, "t-bad-messages").replace(
+        "allow_private_networks = true",
+        "allow_private_networks = true\nmax_payload_bytes = 64",
+    ) + &endpoint_toml("site", &rx.url("/hook"), "");
+    let bridge = Bridge::start(&config).await;
+
+    let not_json = "this is { not json";
+    let oversized = format!(r#"{{"event_type":"big","pad":"{}"}}"#, "x".repeat(100));
+    assert!(oversized.len() > 64);
+    redis.publish(DEFAULT_CHANNEL, not_json).await;
+    redis.publish(DEFAULT_CHANNEL, &oversized).await;
+    redis
+        .publish(DEFAULT_CHANNEL, message("model.ready", 3))
+        .await;
+
+    let reqs = rx.wait_for_count(1, SECS(10)).await;
+    assert_eq!(reqs[0].json()["n"], 3, "{}", bridge.logs());
+    let mut entries = Vec::new();
+    wait_until(SECS(10), "the DLQ holds the two rejected messages", || {
+        entries = bridge.dlq_entries(&[]);
+        let n = entries.len();
+        async move { n >= 2 }
+    })
+    .await;
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let find = |body: &str| {
+        entries
+            .iter()
+            .find(|e| e["body"] == body)
+            .unwrap_or_else(|| panic!("no DLQ entry with body {body}: {entries:?}"))
+            .clone()
+    };
+    let e = find(not_json);
+    assert!(
+        e["error"].as_str().unwrap().contains("not valid JSON"),
+        "{e}"
+    );
+    assert_eq!(e["stage"], "ingest", "{e}");
+    let e = find(&oversized);
+    assert!(
+        e["error"].as_str().unwrap().contains("max_payload_bytes"),
+        "{e}"
+    );
+    assert_eq!(e["stage"], "ingest", "{e}");
+    assert_eq!(rx.requests().len(), 1, "only the valid message was POSTed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_for_the_delivery_in_flight_then_exits_0() {
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    rx.set_default(Reply::ok().delay(Duration::from_millis(1500)));
+    let config = base_toml(&redis, "t-graceful") + &endpoint_toml("site", &rx.url("/hook"), "");
+    let bridge = Bridge::start(&config).await;
+
+    redis
+        .publish(DEFAULT_CHANNEL, message("model.ready", 1))
+        .await;
+    rx.wait_for_count(1, SECS(10)).await;
+    bridge.sigterm();
+    let status = bridge.wait_exit(SECS(10)).await;
+    let exited_at = Instant::now();
+
+    assert!(status.success(), "exit status {status}\n{}", bridge.logs());
+    let req = &rx.requests()[0];
+    let answered_at = req
+        .answered_at
+        .unwrap_or_else(|| panic!("the bridge exited before the answer\n{}", bridge.logs()));
+    assert!(exited_at >= answered_at);
+    assert!(
+        exited_at - req.at >= Duration::from_millis(1400),
+        "exited {:?} after the request arrived; the receiver needed 1.5 s",
+        exited_at - req.at
+    );
+    assert!(
+        bridge
+            .full_logs()
+            .contains("all in-flight deliveries finished"),
+        "{}",
+        bridge.logs()
+    );
+    assert!(
+        bridge.dlq_entries(&[]).is_empty(),
+        "the finished delivery is not dead-lettered"
+    );
+    assert_eq!(rx.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_up_on_a_slow_delivery_after_shutdown_timeout_and_exits_0() {
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    rx.set_default(Reply::ok().delay(SECS(5)));
+    let config = base_toml(&redis, "t-shutdown-timeout")
+        + "\n[delivery]\nshutdown_timeout = \"300ms\"\n"
+        + &endpoint_toml("site", &rx.url("/hook"), "");
+    let bridge = Bridge::start(&config).await;
+
+    redis
+        .publish(DEFAULT_CHANNEL, message("model.ready", 1))
+        .await;
+    rx.wait_for_count(1, SECS(10)).await;
+    let sent = Instant::now();
+    bridge.sigterm();
+    let status = bridge.wait_exit(SECS(4)).await;
+    let took = sent.elapsed();
+
+    assert!(status.success(), "exit status {status}\n{}", bridge.logs());
+    assert!(
+        took < SECS(3),
+        "exit took {took:?} with shutdown_timeout 300ms and a 5 s receiver\n{}",
+        bridge.logs()
+    );
+    assert!(
+        bridge.full_logs().contains("shutdown_timeout"),
+        "the log says the deadline passed\n{}",
+        bridge.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_abandoned_at_shutdown_timeout_stays_in_redis_and_the_next_run_delivers_it() {
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    rx.set_default(Reply::ok().delay(SECS(5)));
+    let config = base_toml(&redis, "t-abandoned")
+        + "\n[delivery]\nshutdown_timeout = \"300ms\"\n"
+        + &endpoint_toml("site", &rx.url("/hook"), "");
+    let first = Bridge::start(&config).await;
+
+    redis
+        .publish(DEFAULT_CHANNEL, message("model.ready", 1))
+        .await;
+    let reqs = rx.wait_for_count(1, SECS(10)).await;
+    let key = reqs[0].idempotency_key();
+    first.sigterm();
+    let status = first.wait_exit(SECS(4)).await;
+    assert!(status.success(), "exit status {status}\n{}", first.logs());
+    drop(first);
+
+    // Restarted at once, as an orchestrator does after a rolling update.
+    rx.set_default(Reply::ok());
+    let next = Bridge::start(&config).await;
+    let reqs = rx.wait_for_count(2, SECS(10)).await;
+    assert_eq!(
+        reqs[1].idempotency_key(),
+        key,
+        "the next run re-delivers the message the previous one left in flight\n{}",
+        next.logs()
+    );
+    assert_eq!(reqs[1].status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_in_flight_when_the_bridge_is_killed_with_sigkill_is_delivered_by_the_next_run() {
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    // The first attempt never gets its answer: the bridge dies while waiting.
+    rx.set_default(Reply::ok().delay(SECS(30)));
+    let config = base_toml(&redis, "t-kill-9") + &endpoint_toml("site", &rx.url("/hook"), "");
+    let first = Bridge::start(&config).await;
+
+    redis
+        .publish(DEFAULT_CHANNEL, message("model.ready", 1))
+        .await;
+    let reqs = rx.wait_for_count(1, SECS(10)).await;
+    let key = reqs[0].idempotency_key();
+    first.kill();
+    rx.set_default(Reply::ok());
+
+    let next = Bridge::start(&config).await;
+    let reqs = rx.wait_for_count(2, SECS(20)).await;
+    assert_eq!(
+        reqs[1].idempotency_key(),
+        key,
+        "the next run delivers the message the killed one had in flight\n{}",
+        next.logs()
+    );
+    assert_eq!(reqs[1].json()["n"], 1);
+    assert_eq!(reqs[1].status, 200);
+}
