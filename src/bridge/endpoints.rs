@@ -405,7 +405,6 @@ async fn park(dlq: &Dlq, endpoint: &str, q: &MemoryQueue, why: &str) -> usize {
         {
             parked += 1;
         }
-        q.done();
     }
     parked
 }

@@ -230,10 +230,10 @@ impl ReceiverState {
         if self.seen.contains(key) {
             return false;
         }
-        if self.seen_order.len() >= MAX_SEEN_KEYS {
-            if let Some(oldest) = self.seen_order.pop_front() {
-                self.seen.remove(&oldest);
-            }
+        if self.seen_order.len() >= MAX_SEEN_KEYS
+            && let Some(oldest) = self.seen_order.pop_front()
+        {
+            self.seen.remove(&oldest);
         }
         self.seen.insert(key.to_owned());
         self.seen_order.push_back(key.to_owned());

@@ -878,9 +878,10 @@ fn validate(
     }
 
     let mut raw_endpoints = raw.endpoints;
-    if raw_endpoints.is_empty() {
-        if let Some(url) = env("WEBHOOK_URL").filter(|v| !v.trim().is_empty()) {
-            let secret = env("WEBHOOK_SECRET")
+    if raw_endpoints.is_empty()
+        && let Some(url) = env("WEBHOOK_URL").filter(|v| !v.trim().is_empty())
+    {
+        let secret = env("WEBHOOK_SECRET")
                 .filter(|v| !v.is_empty())
                 .ok_or_else(|| {
                     ConfigError::invalid(
@@ -888,17 +889,16 @@ fn validate(
                         "WEBHOOK_URL is set but WEBHOOK_SECRET is not; every endpoint needs a signing secret",
                     )
                 })?;
-            // The registry's consumers verify what its original publisher sent: an HMAC of
-            // the body alone. The endpoint made from its variables keeps that scheme; define
-            // the endpoint in the file to use hokusai-v2.
-            raw_endpoints.push(raw::RawEndpoint {
-                name: "default".into(),
-                url,
-                secrets: vec![Secret::from_bytes(secret)],
-                signature: Some(Scheme::HokusaiLegacy),
-                ..Default::default()
-            });
-        }
+        // The registry's consumers verify what its original publisher sent: an HMAC of
+        // the body alone. The endpoint made from its variables keeps that scheme; define
+        // the endpoint in the file to use hokusai-v2.
+        raw_endpoints.push(raw::RawEndpoint {
+            name: "default".into(),
+            url,
+            secrets: vec![Secret::from_bytes(secret)],
+            signature: Some(Scheme::HokusaiLegacy),
+            ..Default::default()
+        });
     }
     if raw_endpoints.is_empty() {
         return Err(ConfigError::invalid(

@@ -43,7 +43,11 @@ impl Ord for Delayed {
 struct Inner {
     ready: VecDeque<Job>,
     delayed: BinaryHeap<Delayed>,
+    /// Jobs handed out by `next` and not yet settled or put back, by `queue_id`: what
+    /// shutdown dead-letters if their attempts outlive `shutdown_timeout`.
+    taken: std::collections::HashMap<String, Job>,
     seq: u64,
+    ids: u64,
 }
 
 /// One endpoint's queue. A single consumer (the endpoint's dispatcher) calls [`next`].
@@ -98,7 +102,12 @@ impl MemoryQueue {
 
     /// Puts a job back at the front, e.g. one taken but not attempted at shutdown.
     pub fn push_front(&self, job: Job) {
-        self.lock().ready.push_front(job);
+        let mut g = self.lock();
+        if let Some(id) = &job.queue_id {
+            g.taken.remove(id);
+        }
+        g.ready.push_front(job);
+        drop(g);
         self.wake.notify_one();
     }
 
@@ -106,6 +115,9 @@ impl MemoryQueue {
     pub fn retry_at(&self, job: Job, due: Instant) {
         {
             let mut g = self.lock();
+            if let Some(id) = &job.queue_id {
+                g.taken.remove(id);
+            }
             g.seq += 1;
             let seq = g.seq;
             g.delayed.push(Delayed { due, seq, job });
@@ -124,7 +136,17 @@ impl MemoryQueue {
                         g.ready.push_back(d.job);
                     }
                 }
-                if let Some(job) = g.ready.pop_front() {
+                if let Some(mut job) = g.ready.pop_front() {
+                    let id = match &job.queue_id {
+                        Some(id) => id.clone(),
+                        None => {
+                            g.ids += 1;
+                            let id = format!("m{}", g.ids);
+                            job.queue_id = Some(id.clone());
+                            id
+                        }
+                    };
+                    g.taken.insert(id, job.clone());
                     return job;
                 }
                 g.delayed.peek().map(|d| d.due)
@@ -142,17 +164,31 @@ impl MemoryQueue {
     }
 
     /// Marks a taken job as finished (delivered or dead-lettered).
-    pub fn done(&self) {
-        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+    pub fn done(&self, job: &Job) {
+        // A job `take_all` already handed over (an attempt that outlived shutdown) was
+        // counted off then.
+        let counted = match &job.queue_id {
+            Some(id) => self.lock().taken.remove(id).is_some(),
+            None => true,
+        };
+        if counted && self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();
         }
     }
 
-    /// Takes every waiting job (ready and scheduled), e.g. to dead-letter them at exit.
+    /// Takes every job not settled yet — waiting, scheduled, and taken but unfinished (an
+    /// attempt that outlived `shutdown_timeout`) — e.g. to dead-letter them at exit.
     pub fn take_all(&self) -> Vec<Job> {
         let mut g = self.lock();
         let mut out: Vec<Job> = g.ready.drain(..).collect();
         out.extend(g.delayed.drain().map(|d| d.job));
+        out.extend(g.taken.drain().map(|(_, j)| j));
+        drop(g);
+        // They are settled by whoever takes them (dead-lettered at exit).
+        let n = out.len();
+        if n > 0 && self.outstanding.fetch_sub(n, Ordering::AcqRel) == n {
+            self.idle.notify_waiters();
+        }
         out
     }
 
@@ -226,12 +262,38 @@ mod tests {
             let q = q.clone();
             async move { q.wait_idle().await }
         });
-        let _ = q.next().await;
+        let taken = q.next().await;
         assert!(!waiter.is_finished());
-        q.done();
+        q.done(&taken);
         tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
             .unwrap()
             .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod taken_tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::ingest::Message;
+
+    #[tokio::test]
+    async fn a_taken_unfinished_job_is_still_handed_over_at_exit() {
+        let q = MemoryQueue::new(10);
+        q.push(Job::new(Arc::new(Message::for_test("in-flight"))))
+            .unwrap();
+        q.push(Job::new(Arc::new(Message::for_test("settled"))))
+            .unwrap();
+        let a = q.next().await;
+        let b = q.next().await;
+        q.done(&b);
+        let left: Vec<String> = q
+            .take_all()
+            .into_iter()
+            .map(|j| j.msg.idempotency_key.clone())
+            .collect();
+        assert_eq!(left, vec![a.msg.idempotency_key.clone()]);
     }
 }

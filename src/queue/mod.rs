@@ -88,7 +88,7 @@ impl Queue {
     /// Marks a taken job as settled: delivered, or dead-lettered.
     pub fn done(&self, job: &Job, delivered: bool) {
         match self {
-            Queue::Memory(q) => q.done(),
+            Queue::Memory(q) => q.done(job),
             Queue::Redis(q) => q.done(job, delivered),
         }
     }
