@@ -3,8 +3,8 @@
 #
 # Runs `cargo test` (library, binary, integration tests in tests/ and doctests). The
 # integration tests start their own redis-server processes on free ports, so redis-server
-# and redis-cli must be installed; some tests cross-check signatures with python3. When
-# either is missing, this script installs it with apt-get if it runs as root on a
+# and redis-cli must be installed; some tests cross-check signatures with python3, run the
+# docs' Node snippet, and check deploy/ with promtool and systemd-analyze. When one is missing, this script installs it with apt-get if it runs as root on a
 # Debian/Ubuntu machine, and otherwise stops and says how to install it.
 set -euo pipefail
 
@@ -54,6 +54,12 @@ redis_howto="Install Redis: 'sudo apt-get install -y redis-server' (Debian/Ubunt
 install_or_fail redis-server redis-server "$redis_howto"
 install_or_fail redis-cli redis-server "$redis_howto"
 install_or_fail python3 python3 "Install Python 3: 'sudo apt-get install -y python3' (Debian/Ubuntu) or 'brew install python' (macOS)."
+# docs/INTEGRATION.md's Node snippet is run by tests/docs_snippets.rs.
+install_or_fail node nodejs "Install Node.js: 'sudo apt-get install -y nodejs' (Debian/Ubuntu) or 'brew install node' (macOS)."
+# deploy/prometheus/alerts.yml is checked with promtool by tests/deploy.rs.
+install_or_fail promtool prometheus "Install promtool: 'sudo apt-get install -y prometheus' (Debian/Ubuntu; no service needs to run) or 'brew install prometheus' (macOS)."
+# deploy/systemd's unit is checked with systemd-analyze by tests/deploy.rs.
+install_or_fail systemd-analyze systemd "Install systemd-analyze: 'sudo apt-get install -y systemd' (Debian/Ubuntu)."
 command -v cargo >/dev/null 2>&1 || {
     echo "test.sh: cargo is not installed; install a Rust toolchain with rustup (https://rustup.rs)" >&2
     exit 1
