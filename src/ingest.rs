@@ -23,7 +23,7 @@ use crate::config::{EndpointConfig, TargetConfig, TargetKind};
 use crate::delivery::EndpointState;
 use crate::dlq::{DeadLetter, Dlq, Stage, unix_ms};
 use crate::queue::memory::Full;
-use crate::queue::redis::{JOURNAL_LUA, journal_fields};
+use crate::queue::redis::{JOURNAL_LUA, journal_args};
 use crate::queue::{Job, Queue};
 use crate::source::Received;
 use crate::telemetry::metric;
@@ -486,9 +486,7 @@ impl Ingest {
                     cmd.arg(&r.ledger);
                 }
                 cmd.arg(ms).arg(now).arg(&m.idempotency_key);
-                for (k, v) in journal_fields(m) {
-                    cmd.arg(k).arg(v);
-                }
+                journal_args(cmd, m);
             }
             let mut conn = self.redis.clone();
             match pipe.query_async::<Vec<i64>>(&mut conn).await {

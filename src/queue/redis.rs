@@ -82,26 +82,25 @@ mod field {
     pub const ERROR: &str = "er";
 }
 
-/// The XADD field/value arguments of a message's first journal entry.
-pub fn journal_fields(msg: &Message) -> Vec<(&'static str, Vec<u8>)> {
-    vec![
-        (field::KEY, msg.idempotency_key.as_bytes().to_vec()),
-        (field::EVENT, msg.event_type.as_bytes().to_vec()),
-        (field::SOURCE, msg.source.as_bytes().to_vec()),
-        (field::CHANNEL, msg.channel.as_bytes().to_vec()),
-        (field::BODY, msg.body.to_vec()),
-        (
-            field::RECEIVED,
-            crate::dlq::unix_ms(msg.received_at)
-                .to_string()
-                .into_bytes(),
-        ),
-        (
-            field::TRACE,
-            msg.traceparent.clone().unwrap_or_default().into_bytes(),
-        ),
-        (field::ATTEMPTS, b"0".to_vec()),
-    ]
+/// Appends the XADD field/value arguments of a message's first journal entry to the last
+/// command of `cmd` (the body goes straight into the command buffer, not copied first).
+pub fn journal_args(cmd: &mut redis::Pipeline, msg: &Message) {
+    cmd.arg(field::KEY)
+        .arg(&msg.idempotency_key)
+        .arg(field::EVENT)
+        .arg(&msg.event_type)
+        .arg(field::SOURCE)
+        .arg(&*msg.source)
+        .arg(field::CHANNEL)
+        .arg(&msg.channel)
+        .arg(field::BODY)
+        .arg(msg.body.as_ref())
+        .arg(field::RECEIVED)
+        .arg(crate::dlq::unix_ms(msg.received_at))
+        .arg(field::TRACE)
+        .arg(msg.traceparent.as_deref().unwrap_or(""))
+        .arg(field::ATTEMPTS)
+        .arg(0);
 }
 
 /// Records the idempotency key and journals the message into every endpoint stream given,
