@@ -95,13 +95,8 @@ pub async fn watch_pause(
     tx: watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(POLL_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
+    let mut tick = crate::shutdown::Ticker::new(POLL_EVERY, &shutdown);
+    while tick.tick().await {
         if let Ok(p) = paused(&mut conn, &key_prefix).await {
             let now = p.is_some();
             if flag.swap(now, Ordering::Relaxed) != now {
@@ -160,13 +155,8 @@ pub async fn watch_legacy_subscribers(
         return;
     }
     let replica_pattern = cfg.redis.key("replica:*");
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => return,
-        }
+    let mut tick = crate::shutdown::Ticker::new(interval, &shutdown);
+    while tick.tick().await {
         let replicas = match crate::commands::control::scan(&mut conn, &replica_pattern).await {
             Ok(keys) => keys.len() as u64,
             Err(_) => continue,

@@ -40,6 +40,33 @@ impl Shutdown {
     }
 }
 
+/// A periodic tick that ends with shutdown, for the bridge's background loops:
+/// `while ticker.tick().await { … }`. A late tick is delayed, not bunched up.
+pub struct Ticker {
+    interval: tokio::time::Interval,
+    stop: CancellationToken,
+}
+
+impl Ticker {
+    /// Ticks every `period` (the first tick at once) until `stop` fires.
+    pub fn new(period: Duration, stop: &CancellationToken) -> Self {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            interval,
+            stop: stop.clone(),
+        }
+    }
+
+    /// Waits for the next tick; false once `stop` fired.
+    pub async fn tick(&mut self) -> bool {
+        tokio::select! {
+            _ = self.interval.tick() => !self.stop.is_cancelled(),
+            _ = self.stop.cancelled() => false,
+        }
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).
 pub async fn wait_for_signal() {
     #[cfg(unix)]

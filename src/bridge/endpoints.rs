@@ -230,12 +230,9 @@ impl EndpointSet {
             worker_stop.clone(),
         );
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => state.queued_gauge(queue.depth()),
-                    _ = stop.cancelled() => return,
-                }
+            let mut tick = crate::shutdown::Ticker::new(Duration::from_secs(1), &stop);
+            while tick.tick().await {
+                state.queued_gauge(queue.depth());
             }
         });
         let worker_task = tokio::spawn(rt.worker.clone().run(

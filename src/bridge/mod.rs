@@ -262,12 +262,9 @@ pub async fn run(
     let depth_stop = shutdown.token.clone();
     let depth_dlq = dlq.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => depth_dlq.refresh_depth_gauge().await,
-                _ = depth_stop.cancelled() => break,
-            }
+        let mut tick = crate::shutdown::Ticker::new(Duration::from_secs(10), &depth_stop);
+        while tick.tick().await {
+            depth_dlq.refresh_depth_gauge().await;
         }
     });
 

@@ -67,13 +67,8 @@ pub fn reload_requests(
     if let Some(path) = file {
         tokio::spawn(async move {
             let mut last = content_hash(&path);
-            let mut tick = tokio::time::interval(POLL_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = shutdown.cancelled() => return,
-                }
+            let mut tick = crate::shutdown::Ticker::new(POLL_EVERY, &shutdown);
+            while tick.tick().await {
                 let now = content_hash(&path);
                 if now.is_some() && now != last {
                     last = now;

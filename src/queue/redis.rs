@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Job;
 use crate::ingest::Message;
+use crate::shutdown::Ticker;
 
 /// The consumer group every replica joins.
 pub const GROUP: &str = "workers";
@@ -401,13 +402,8 @@ impl RedisQueue {
     }
 
     async fn move_loop(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(MOVE_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
+        let mut tick = Ticker::new(MOVE_EVERY, &shutdown);
+        while tick.tick().await {
             let mut conn = self.conn.clone();
             let r: redis::RedisResult<i64> = self
                 .mover
@@ -425,13 +421,8 @@ impl RedisQueue {
 
     /// Claims entries of consumers whose heartbeat is gone.
     async fn claim_loop(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(CLAIM_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
+        let mut tick = Ticker::new(CLAIM_EVERY, &shutdown);
+        while tick.tick().await {
             if let Err(e) = self.claim_dead().await {
                 tracing::debug!(stream = %self.keys.stream, error = %e, "claiming failed; will try again");
             }
@@ -489,13 +480,9 @@ impl RedisQueue {
     }
 
     async fn depth_loop(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = Ticker::new(Duration::from_secs(1), &shutdown);
         let mut ticks = 0u64;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.cancelled() => return,
-            }
+        while tick.tick().await {
             ticks += 1;
             if ticks % 60 == 1 {
                 let mut pipe = redis::pipe();
@@ -729,8 +716,8 @@ pub async fn scan_keys(
 /// This replica's heartbeat: renews `replica:<consumer>` until shutdown, then deletes it so
 /// the others claim what this replica leaves at once.
 pub async fn heartbeat(conn: ConnectionManager, key: String, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
-    loop {
+    let mut tick = Ticker::new(HEARTBEAT_EVERY, &shutdown);
+    while tick.tick().await {
         let mut c = conn.clone();
         let _: redis::RedisResult<()> = redis::cmd("SET")
             .arg(&key)
@@ -739,10 +726,6 @@ pub async fn heartbeat(conn: ConnectionManager, key: String, shutdown: Cancellat
             .arg(HEARTBEAT_TTL.as_millis() as u64)
             .query_async(&mut c)
             .await;
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.cancelled() => break,
-        }
     }
     let mut c = conn.clone();
     let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&key).query_async(&mut c).await;
