@@ -96,6 +96,8 @@ pub async fn run(
                         tracing::warn!(source = %name, list = %list, items = items.len(), "recovering items a stopped replica left in its processing list");
                         let list: Arc<str> = Arc::from(list.as_str());
                         for item in items {
+                            state.received.fetch_add(1, Ordering::Relaxed);
+                            received.increment(1);
                             if out.send(make(item, &list)).await.is_err() {
                                 return;
                             }

@@ -117,6 +117,10 @@ pub async fn run(
                 |id, fields| {
                     let tx = tx.clone();
                     let r = fields.map(|f| make(id, &f));
+                    if r.is_some() {
+                        state.received.fetch_add(1, Ordering::Relaxed);
+                        received.increment(1);
+                    }
                     async move {
                         match r {
                             Some(r) => tx.send(r).await.is_ok(),
