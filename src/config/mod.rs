@@ -216,6 +216,10 @@ pub struct RedisConfig {
     /// Private key of `tls_cert_file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_key_file: Option<PathBuf>,
+    /// `sha256:…` of the TLS files' contents (shown by `check-config`; changes when a file
+    /// does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_files_sha256: Option<String>,
 }
 
 impl RedisConfig {
@@ -370,6 +374,9 @@ pub struct EndpointTls {
     /// PEM private key of `client_cert_file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_key_file: Option<PathBuf>,
+    /// `sha256:…` of the files' contents: shown by `check-config`, and it makes a renewed
+    /// file at the same path a change of the endpoint on reload.
+    pub files_sha256: String,
     /// The checked contents of the files.
     #[serde(skip)]
     pub material: Arc<TlsMaterial>,
@@ -1004,6 +1011,7 @@ fn validate(
             tls_ca_file: redis_tls_ca_file,
             tls_cert_file: redis_tls_cert_file,
             tls_key_file: redis_tls_key_file,
+            tls_files_sha256: redis_tls.as_ref().map(|t| t.fingerprint()),
         },
         sources,
         delivery: DeliveryConfig {
@@ -1298,6 +1306,7 @@ fn validate_endpoint(
                     ca_file,
                     client_cert_file,
                     client_key_file,
+                    files_sha256: material.fingerprint(),
                     material: Arc::new(material),
                 }),
             }

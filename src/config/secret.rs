@@ -35,7 +35,9 @@ pub enum SecretError {
     #[error("secret is empty")]
     Empty,
     /// `file:PATH` names a file larger than [`MAX_SECRET_FILE_BYTES`].
-    #[error("secret file {0} is larger than 64 KiB; point file: at the file that holds only the secret")]
+    #[error(
+        "secret file {0} is larger than 64 KiB; point file: at the file that holds only the secret"
+    )]
     TooLarge(String),
 }
 

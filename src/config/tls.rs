@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use super::{ConfigError, Secret};
@@ -89,6 +90,20 @@ impl TlsMaterial {
             return Ok(None);
         }
         Ok(Some(Self { ca_pem, client }))
+    }
+
+    /// `sha256:<hex>` over the contents of every file (CA, certificate, key): it changes
+    /// whenever a file does, so `check-config` and a reload can tell a renewed certificate
+    /// at the same path from the old one. A hash of high-entropy key material reveals
+    /// nothing usable.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [self.ca_pem(), self.client_cert_pem(), self.client_key_pem()] {
+            let part = part.unwrap_or_default();
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        format!("sha256:{}", hex::encode(h.finalize()))
     }
 
     /// Whether both hold the same bytes (a reload that re-read changed files is a change).
@@ -280,7 +295,7 @@ mod tests {
     }
 
     fn message(r: Result<Option<TlsMaterial>, ConfigError>) -> String {
-        r.err().expect("an error").to_string()
+        r.expect_err("an error").to_string()
     }
 
     #[test]

@@ -40,6 +40,15 @@ pub enum ClientError {
         /// The cause.
         source: reqwest::Error,
     },
+    /// The URL fails the URL policy of the `[security]` it is built with (a reload changed
+    /// `allow_http`, or a caller skipped config validation).
+    #[error("endpoint {endpoint}: {reason}")]
+    Policy {
+        /// Endpoint name.
+        endpoint: String,
+        /// What the policy refused.
+        reason: String,
+    },
     /// The endpoint's `tls` files were accepted at load but reqwest refused them.
     #[error("endpoint {endpoint}: cannot use {what}: {source}")]
     Tls {
@@ -90,6 +99,14 @@ impl EndpointClient {
     /// system roots) and client certificate, and the vetting resolver unless private
     /// networks are allowed.
     pub fn build(ep: &EndpointConfig, security: &SecurityConfig) -> Result<Self, ClientError> {
+        // The URL policy once more, against the settings this client runs with: the client
+        // is the last point before a request leaves.
+        crate::config::validate_endpoint_url(ep.url.url().as_str(), security).map_err(
+            |reason| ClientError::Policy {
+                endpoint: ep.name.clone(),
+                reason,
+            },
+        )?;
         install_crypto_provider();
         let mut b = reqwest::Client::builder()
             .user_agent(concat!("redis-webhook-bridge/", env!("CARGO_PKG_VERSION")))
