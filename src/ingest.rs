@@ -163,21 +163,50 @@ pub fn parse(
             .and_then(|v| field_text(v))
     };
 
-    let idempotency_key = match envelope_id.or_else(|| get("idempotency_key")) {
+    // A key or event type that cannot travel as a header value (empty, too long, control or
+    // non-ASCII characters) is passed over for the next rule, so every delivery carries one.
+    let idempotency_key = match envelope_id
+        .filter(|k| is_header_token(k))
+        .or_else(|| get("idempotency_key").filter(|k| is_header_token(k)))
+    {
         Some(k) => k,
         None => key_from_fields(key_fields, &get)
             .unwrap_or_else(|| fallback_key(channel, &payload_bytes)),
     };
     let event_type = get("event_type")
-        .or_else(|| get("message_type"))
-        .or(envelope_type)
-        .unwrap_or_else(|| channel.to_string());
+        .filter(|t| is_header_text(t))
+        .or_else(|| get("message_type").filter(|t| is_header_text(t)))
+        .or(envelope_type.filter(|t| is_header_text(t)))
+        .unwrap_or_else(|| header_safe(channel));
     Ok(Parsed {
         idempotency_key,
         event_type,
         traceparent: get("traceparent"),
         body: payload_bytes,
     })
+}
+
+/// Longest idempotency key or event type taken from a payload.
+const MAX_HEADER_TEXT: usize = 256;
+
+/// Non-empty visible ASCII without spaces, at most 256 bytes: usable as an idempotency key.
+fn is_header_token(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_HEADER_TEXT && s.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+/// Non-empty printable ASCII (spaces allowed), at most 256 bytes: usable as an event type.
+fn is_header_text(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_HEADER_TEXT && s.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+/// `s` with every character a header value cannot carry replaced by `_`.
+fn header_safe(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .take(MAX_HEADER_TEXT)
+        .map(|c| if (' '..='~').contains(&c) { c } else { '_' })
+        .collect();
+    if t.is_empty() { "_".into() } else { t }
 }
 
 /// `uuid5(NAMESPACE_DNS, "<f1>:<f2>:…")` when every configured field is present: the
@@ -719,6 +748,21 @@ mod tests {
         assert!(e.to_string().contains("max_payload_bytes"));
         let e = parse(&Bytes::from_static(b"{\"a\":1}"), "c", true, &f, 1 << 20).unwrap_err();
         assert_eq!(e, IngestError::NotEnvelope("no `payload` field"));
+    }
+
+    #[test]
+    fn keys_and_event_types_that_cannot_be_header_values_are_passed_over() {
+        let f = default_fields();
+        let body = Bytes::from(
+            r#"{"idempotency_key":"","event_type":"caf\u00e9","message_type":"ok type","model_id":"m"}"#,
+        );
+        let p = parse(&body, "chan", false, &f, 1 << 20).unwrap();
+        assert_eq!(p.event_type, "ok type");
+        assert_eq!(p.idempotency_key, fallback_key("chan", &p.body));
+        let body = Bytes::from_static(br#"{"idempotency_key":"a\nb"}"#);
+        let p = parse(&body, "ch\u{e9}", false, &f, 1 << 20).unwrap();
+        assert!(is_header_token(&p.idempotency_key), "{}", p.idempotency_key);
+        assert_eq!(p.event_type, "ch_");
     }
 
     #[test]

@@ -144,6 +144,8 @@ pub struct Context {
     pub shutdown: Shutdown,
     /// Stops the durable queues' background work after the drain.
     pub queue_stop: CancellationToken,
+    /// Where the endpoints' counters are published for `/status`.
+    pub states: Arc<RwLock<Vec<Arc<EndpointState>>>>,
 }
 
 /// The live endpoints and the routing table ingest reads.
@@ -160,12 +162,13 @@ pub struct EndpointSet {
 impl EndpointSet {
     /// Builds and starts every endpoint of `cfg`.
     pub async fn start(cfg: &Config, ctx: Context) -> anyhow::Result<Self> {
+        let states = ctx.states.clone();
         let mut set = Self {
             ctx,
             live: Vec::new(),
             ackers: Vec::new(),
             routes: Arc::new(RwLock::new(Arc::new(Vec::new()))),
-            states: Arc::new(RwLock::new(Vec::new())),
+            states,
         };
         for ep in &cfg.endpoints {
             let rt = build_endpoint(
@@ -268,7 +271,7 @@ impl EndpointSet {
                 .iter()
                 .position(|l| l.rt.route.endpoint.name == ep.name);
             if let Some(c) = current
-                && same_endpoint(&self.live[c].rt.route.endpoint, ep)
+                && self.live[c].rt.route.endpoint.same_as(ep)
             {
                 continue;
             }
@@ -377,17 +380,6 @@ impl EndpointSet {
             );
         }
     }
-}
-
-/// Whether two configs of an endpoint are the same (secrets compared by value).
-fn same_endpoint(a: &EndpointConfig, b: &EndpointConfig) -> bool {
-    let shape = |e: &EndpointConfig| toml::to_string(e).unwrap_or_default();
-    shape(a) == shape(b)
-        && a.secrets.len() == b.secrets.len()
-        && a.secrets
-            .iter()
-            .zip(&b.secrets)
-            .all(|(x, y)| x.expose() == y.expose())
 }
 
 /// Moves every job waiting in a memory queue to the dead-letter stream.

@@ -152,21 +152,9 @@ pub async fn run(
         shutdown.token.clone(),
     ));
 
-    // Workers before sources, so that nothing ingest queues waits for a consumer.
-    let mut endpoints = EndpointSet::start(
-        &cfg,
-        EndpointContext {
-            key_prefix: cfg.redis.key_prefix.clone(),
-            redis_url: cfg.redis.url.clone(),
-            dlq: dlq.clone(),
-            mode,
-            paused: pause_rx,
-            shutdown: shutdown.clone(),
-            queue_stop: queue_stop.clone(),
-        },
-    )
-    .await?;
-
+    // The admin server starts first, so /healthz answers and /readyz says why it is not ready
+    // while Redis is still unreachable at start-up.
+    let endpoint_states = Arc::new(std::sync::RwLock::new(Vec::new()));
     let sources: Vec<Arc<SourceState>> = cfg
         .sources
         .iter()
@@ -177,7 +165,7 @@ pub async fn run(
         dual: opts.dual,
         config_version: AtomicU64::new(1),
         sources: sources.clone(),
-        endpoints: endpoints.states(),
+        endpoints: endpoint_states.clone(),
         redis: conn.clone(),
         metrics,
     });
@@ -197,6 +185,31 @@ pub async fn run(
             tracing::error!(error = %e, "admin server failed");
         }
     });
+
+    // Workers before sources, so that nothing ingest queues waits for a consumer.
+    let endpoints = EndpointSet::start(
+        &cfg,
+        EndpointContext {
+            key_prefix: cfg.redis.key_prefix.clone(),
+            redis_url: cfg.redis.url.clone(),
+            dlq: dlq.clone(),
+            mode,
+            paused: pause_rx,
+            shutdown: shutdown.clone(),
+            queue_stop: queue_stop.clone(),
+            states: endpoint_states,
+        },
+    )
+    .await;
+    let mut endpoints = match endpoints {
+        Ok(e) => e,
+        // SIGTERM while Redis was still unreachable: nothing was received, a clean exit.
+        Err(_) if shutdown.token.is_cancelled() => {
+            queue_stop.cancel();
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
 
     let (tx, rx) = mpsc::channel(4096);
     let ingest = Ingest {
@@ -379,21 +392,9 @@ async fn reload(
     if !restart.is_empty() {
         tracing::warn!(keys = %restart.join(", "), "these settings changed but need a restart to apply; running values kept");
     }
-    let applied = endpoints.apply(&new).await?;
-    if current.log.level != new.log.level {
-        match crate::telemetry::set_log_level(&new.log.level) {
-            Ok(()) => tracing::info!(level = %new.log.level, "log level changed"),
-            Err(e) => tracing::warn!(error = %e, "log level not changed"),
-        }
-    }
-    tracing::info!(
-        added = ?applied.added,
-        changed = ?applied.changed,
-        removed = ?applied.removed,
-        "endpoints updated"
-    );
-    // Keep the running values of restart-only settings, so the next reload compares against
-    // what actually runs.
+    // Keep the running values of restart-only settings: endpoints are built against the
+    // security policy that runs, and the next reload compares against what actually runs.
+    let level_changed = current.log.level != new.log.level;
     let mut kept = new;
     kept.redis = current.redis.clone();
     kept.sources = current.sources.clone();
@@ -404,6 +405,19 @@ async fn reload(
     kept.fallback = current.fallback.clone();
     kept.migration = current.migration.clone();
     kept.log.format = current.log.format;
+    let applied = endpoints.apply(&kept).await?;
+    if level_changed {
+        match crate::telemetry::set_log_level(&kept.log.level) {
+            Ok(()) => tracing::info!(level = %kept.log.level, "log level changed"),
+            Err(e) => tracing::warn!(error = %e, "log level not changed"),
+        }
+    }
+    tracing::info!(
+        added = ?applied.added,
+        changed = ?applied.changed,
+        removed = ?applied.removed,
+        "endpoints updated"
+    );
     Ok(kept)
 }
 
