@@ -227,9 +227,19 @@ async fn every_contract_metric_is_exported_with_true_values() {
     redis.publish(DEFAULT_CHANNEL, event(1)).await;
     redis.publish(DEFAULT_CHANNEL, event(1)).await; // a duplicate
     recv.wait_for_count(2, T).await;
-    wait_until(T, "the 400 to be dead-lettered", || async {
-        bridge.metric_value("bridge_dlq_depth", &[]).await >= 1.0
-    })
+    // The receiver records a request before the bridge has read the answer: wait for the
+    // bridge's own accounting of both outcomes before taking the snapshot.
+    wait_until(
+        T,
+        "the 400 to be dead-lettered and the 200 counted",
+        || async {
+            bridge.metric_value("bridge_dlq_depth", &[]).await >= 1.0
+                && bridge
+                    .metric_value("webhook_publish_success_total", &[("endpoint", "site")])
+                    .await
+                    >= 1.0
+        },
+    )
     .await;
     let text = bridge.metrics_text().await;
     for name in redis_webhook_bridge::telemetry::metric::ALL {
