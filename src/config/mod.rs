@@ -14,7 +14,7 @@ pub mod watch;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1381,12 +1381,6 @@ pub fn validate_endpoint_url(text: &str, security: &SecurityConfig) -> Result<En
     Ok(EndpointUrl(url))
 }
 
-/// A path for error messages.
-pub fn show_path(p: &Path) -> String {
-    p.display().to_string()
-}
-
-/// The effective endpoint timeouts etc. are plain `Duration`s for the delivery code.
 impl CircuitConfig {
     /// Recovery time as a `Duration`.
     pub fn recovery(&self) -> Duration {
