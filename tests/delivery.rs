@@ -480,10 +480,11 @@ async fn a_slow_endpoint_does_not_delay_another_endpoint() {
     // The slow endpoint needs 15 s for these five; the fast one must not wait for it.
     let reqs = rx.wait_for_count(5, SECS(2)).await;
     assert_eq!(reqs.len(), 5, "{}", bridge.logs());
-    assert_eq!(
-        slow.requests().len(),
-        1,
-        "the slow endpoint is still on its first"
+    // Its first request may not even have arrived yet; it certainly has no second.
+    assert!(
+        slow.requests().len() <= 1,
+        "the slow endpoint is still on its first: {}",
+        slow.requests().len()
     );
 }
 
