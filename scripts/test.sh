@@ -65,4 +65,13 @@ command -v cargo >/dev/null 2>&1 || {
     exit 1
 }
 
-exec cargo test "$@"
+# cargo prints one summary per test binary; the last line here adds them up.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test "$@" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

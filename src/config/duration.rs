@@ -17,6 +17,13 @@ impl Dur {
     }
 
     /// Parses a humantime string, or a plain number of seconds (fractions allowed).
+    ///
+    /// ```
+    /// use redis_webhook_bridge::config::Dur;
+    /// assert_eq!(Dur::parse("1500ms").unwrap().0.as_millis(), 1500);
+    /// assert_eq!(Dur::parse("30").unwrap().0.as_secs(), 30);
+    /// assert!(Dur::parse("soon").is_err());
+    /// ```
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if let Ok(secs) = text.parse::<f64>() {
