@@ -42,43 +42,9 @@ set -euo pipefail
 
 readonly PROG="${0##*/}"
 
-usage() {
-    sed -n '2,/^set -euo pipefail$/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
-}
-
-die_usage() {
-    printf '%s: %s\n' "$PROG" "$1" >&2
-    printf "Run '%s --help' for usage.\n" "$PROG" >&2
-    exit 2
-}
-
-# Prints the path of the binary to use.
-find_binary() {
-    if [[ -n "${REDIS_WEBHOOK_BRIDGE_BIN:-}" ]]; then
-        [[ -x "$REDIS_WEBHOOK_BRIDGE_BIN" ]] ||
-            {
-                printf '%s: REDIS_WEBHOOK_BRIDGE_BIN=%s is not an executable file\n' "$PROG" "$REDIS_WEBHOOK_BRIDGE_BIN" >&2
-                exit 1
-            }
-        printf '%s\n' "$REDIS_WEBHOOK_BRIDGE_BIN"
-        return
-    fi
-    local root target candidate
-    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-    target="${CARGO_TARGET_DIR:-$root/target}"
-    for candidate in "$target/release/redis-webhook-bridge" "$target/debug/redis-webhook-bridge"; do
-        if [[ -x "$candidate" ]]; then
-            printf '%s\n' "$candidate"
-            return
-        fi
-    done
-    if command -v redis-webhook-bridge >/dev/null 2>&1; then
-        command -v redis-webhook-bridge
-        return
-    fi
-    printf '%s: redis-webhook-bridge not found: build it (cargo build --release), put it on PATH, or set REDIS_WEBHOOK_BRIDGE_BIN\n' "$PROG" >&2
-    exit 1
-}
+# usage, die_usage, find_binary
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 config=()
 duration="10m"
