@@ -54,22 +54,12 @@ fn assert_absent(surface: &str, text: &str, needles: &[&str]) {
 fn config_with_every_secret(dir: &std::path::Path, redis_url: &str, extra: &str) -> PathBuf {
     let secret_file = dir.join("hook.secret");
     std::fs::write(&secret_file, format!("{FILE_SECRET}\n")).unwrap();
+    let tables = common::common_tables(
+        &format!("url = \"{redis_url}\"\nkey_prefix = \"t-security\""),
+        "debug",
+    );
     let config = format!(
-        r#"[redis]
-url = "{redis_url}"
-key_prefix = "t-security"
-
-[security]
-allow_http = true
-allow_private_networks = true
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[log]
-format = "json"
-level = "debug"
-{extra}
+        r#"{tables}{extra}
 [[endpoints]]
 name = "from-file"
 url = "http://127.0.0.1:9/hook"
@@ -77,7 +67,6 @@ secrets = ["file:{secret_file}", "{LITERAL_SECRET}"]
 headers = {{ Authorization = "{AUTH_HEADER}", X-Team = "models" }}
 retry_delay = "100ms"
 "#,
-        admin = free_port(),
         secret_file = secret_file.display(),
     );
     let path = dir.join("config.toml");

@@ -728,24 +728,9 @@ impl Drop for TlsRedis {
 
 /// `[redis]` … `[log]` for a Redis at `url`, with extra `[redis]` lines.
 fn config_with_redis(url: &str, redis_extra: &str, prefix: &str) -> String {
-    format!(
-        r#"[redis]
-url = "{url}"
-key_prefix = "{prefix}"
-{redis_extra}
-
-[security]
-allow_http = true
-allow_private_networks = true
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[log]
-format = "json"
-level = "info"
-"#,
-        admin = free_port(),
+    common::common_tables(
+        &format!("url = \"{url}\"\nkey_prefix = \"{prefix}\"\n{redis_extra}"),
+        "info",
     )
 }
 
@@ -848,23 +833,7 @@ async fn assert_not_ready(bridge: &Bridge) {
 
 /// The common tables without a `[redis] url`: the environment supplies it.
 fn config_without_redis_url(prefix: &str) -> String {
-    format!(
-        r#"[redis]
-key_prefix = "{prefix}"
-
-[security]
-allow_http = true
-allow_private_networks = true
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[log]
-format = "json"
-level = "debug"
-"#,
-        admin = free_port(),
-    )
+    common::common_tables(&format!("key_prefix = \"{prefix}\""), "debug")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -574,10 +574,18 @@ async fn record(
 /// the test's redis, its own key prefix, a free admin port, http and loopback endpoints
 /// allowed, JSON logs.
 pub fn base_toml(redis: &RedisServer, key_prefix: &str) -> String {
+    common_tables(
+        &format!("url = \"{}\"\nkey_prefix = \"{key_prefix}\"", redis.url()),
+        "info",
+    )
+}
+
+/// `[redis]` with `redis_lines`, then `[security]` (http and loopback endpoints allowed),
+/// `[admin]` on a free port and JSON `[log]` at `level`.
+pub fn common_tables(redis_lines: &str, level: &str) -> String {
     format!(
         r#"[redis]
-url = "{url}"
-key_prefix = "{key_prefix}"
+{redis_lines}
 
 [security]
 allow_http = true
@@ -588,9 +596,8 @@ listen = "127.0.0.1:{admin}"
 
 [log]
 format = "json"
-level = "info"
+level = "{level}"
 "#,
-        url = redis.url(),
         admin = free_port(),
     )
 }
