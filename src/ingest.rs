@@ -7,7 +7,6 @@
 //! to the dead-letter stream with the reason; nothing is dropped silently.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -94,7 +93,63 @@ pub struct Parsed {
     pub traceparent: Option<String>,
 }
 
-type Fields<'a> = HashMap<Cow<'a, str>, &'a RawValue>;
+/// A JSON object's top-level fields in order, values left unparsed. Keys borrow from the
+/// input unless they contain escapes; a repeated key resolves to its last value, as in a map.
+struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Fields<'a> {
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+}
+
+/// A key that borrows from the input when it can.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((k, v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    out.push((k.0, v));
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
 
 /// A top-level JSON object's fields, values left unparsed (no allocation per value).
 fn object_fields(bytes: &[u8]) -> Result<Option<Fields<'_>>, IngestError> {
@@ -144,9 +199,9 @@ pub fn parse(
             .ok_or(IngestError::NotEnvelope("no `payload` field"))?;
         let id = env
             .get("message_id")
-            .and_then(|v| field_text(v))
+            .and_then(field_text)
             .ok_or(IngestError::NotEnvelope("no `message_id` field"))?;
-        let mtype = env.get("message_type").and_then(|v| field_text(v));
+        let mtype = env.get("message_type").and_then(field_text);
         (body.slice_ref(payload.get().as_bytes()), Some(id), mtype)
     } else {
         (body.clone(), None, None)
@@ -156,12 +211,7 @@ pub fn parse(
     } else {
         top
     };
-    let get = |k: &str| {
-        fields
-            .as_ref()
-            .and_then(|f| f.get(k))
-            .and_then(|v| field_text(v))
-    };
+    let get = |k: &str| fields.as_ref().and_then(|f| f.get(k)).and_then(field_text);
 
     // A key or event type that cannot travel as a header value (empty, too long, control or
     // non-ASCII characters) is passed over for the next rule, so every delivery carries one.
@@ -650,6 +700,21 @@ mod tests {
         ["model_id", "token_symbol", "mlflow_run_id", "model_version"]
             .map(String::from)
             .to_vec()
+    }
+
+    #[test]
+    fn a_repeated_field_counts_with_its_last_value_and_escaped_keys_are_matched() {
+        let body = Bytes::from_static(
+            br#"{"event_type":"first","idempotency_key":"k-1","event_type":"last","trace\u0070arent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}"#,
+        );
+        let p = parse(&body, "c", false, &[], 1 << 20).unwrap();
+        assert_eq!(p.event_type, "last", "like a JSON map: the last value wins");
+        assert_eq!(p.idempotency_key, "k-1");
+        assert_eq!(
+            p.traceparent.as_deref(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            "a key written with an escape is the same key"
+        );
     }
 
     #[test]
