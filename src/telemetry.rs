@@ -182,14 +182,22 @@ pub fn delivery_traceparent(span: &tracing::Span, parent: Option<&str>) -> Strin
 /// A W3C `traceparent` for one delivery: continues the publisher's trace when the payload
 /// carried a valid `traceparent`, else starts a new trace. The span id is always new.
 pub fn traceparent(parent: Option<&str>) -> String {
-    let trace_id = parent
-        .and_then(parse_trace_id)
-        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>() | 1));
-    format!("00-{trace_id}-{:016x}-01", rand::random::<u64>() | 1)
+    use std::fmt::Write as _;
+    // One allocation of the final size: this runs for every delivery attempt.
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    match parent.and_then(parse_trace_id) {
+        Some(trace_id) => out.push_str(trace_id),
+        None => {
+            let _ = write!(out, "{:032x}", rand::random::<u128>() | 1);
+        }
+    }
+    let _ = write!(out, "-{:016x}-01", rand::random::<u64>() | 1);
+    out
 }
 
 /// The trace id of a valid version-00 `traceparent`.
-fn parse_trace_id(tp: &str) -> Option<String> {
+fn parse_trace_id(tp: &str) -> Option<&str> {
     let mut parts = tp.trim().split('-');
     let (version, trace, span, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -204,7 +212,7 @@ fn parse_trace_id(tp: &str) -> Option<String> {
         && hex(flags, 2)
         && trace.bytes().any(|b| b != b'0')
         && parts.next().is_none())
-    .then(|| trace.to_string())
+    .then_some(trace)
 }
 
 #[cfg(test)]

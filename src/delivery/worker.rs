@@ -309,10 +309,9 @@ impl Worker {
             &msg.idempotency_key,
         );
         put(&mut headers, signing::HEADER_EVENT, &msg.event_type);
-        put(
-            &mut headers,
-            signing::HEADER_ATTEMPT,
-            &job.attempts.to_string(),
+        headers.insert(
+            HeaderName::from_static(signing::HEADER_ATTEMPT),
+            HeaderValue::from(job.attempts),
         );
         let span = tracing::info_span!(
             "delivery_attempt",
@@ -329,10 +328,16 @@ impl Worker {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let nonce = uuid::Uuid::new_v4().to_string();
+        // A uuid4 from the thread-local generator: `Uuid::new_v4` asks the OS (a syscall) for
+        // every request.
+        let mut nonce = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let nonce = uuid::Builder::from_random_bytes(rand::random())
+            .into_uuid()
+            .hyphenated()
+            .encode_lower(&mut nonce);
         let mut sig = Vec::with_capacity(3);
         self.signer
-            .sign(&msg.body, ts, &nonce, &msg.idempotency_key, &mut sig);
+            .sign(&msg.body, ts, nonce, &msg.idempotency_key, &mut sig);
         for (name, value) in &sig {
             put(&mut headers, name, value);
         }
