@@ -22,7 +22,7 @@ use crate::config::{EndpointConfig, TargetConfig, TargetKind};
 use crate::delivery::EndpointState;
 use crate::dlq::{DeadLetter, Dlq, Stage, unix_ms};
 use crate::queue::memory::Full;
-use crate::queue::redis::{JOURNAL_LUA, journal_args};
+use crate::queue::redis::{JOURNAL_LUA, JournalEndpoint, journal_cmd};
 use crate::queue::{Job, Queue};
 use crate::source::Received;
 use crate::telemetry::metric;
@@ -535,9 +535,10 @@ impl Ingest {
         }
     }
 
-    /// Records each key and journals each message into its endpoints' streams, atomically per
-    /// message, in one pipelined round trip. Retries while Redis is unreachable: a received
-    /// message is only ever dropped here if Redis stays away through shutdown (logged).
+    /// Records each key and journals each message into its endpoints' streams, the whole batch
+    /// atomically in one script call ([`JOURNAL_LUA`]). Retries while Redis is unreachable: a
+    /// received message is only ever dropped here if Redis stays away through shutdown
+    /// (logged).
     async fn journal(
         &self,
         script: &redis::Script,
@@ -545,31 +546,52 @@ impl Ingest {
         targets: &[Vec<&Route>],
     ) -> Vec<bool> {
         let ms = self.settings.dedupe_window.as_millis().max(1) as u64;
+        // Each endpoint once; each message with the indices of its endpoints.
+        let mut endpoints: Vec<JournalEndpoint<'_>> = Vec::new();
+        let batch: Vec<(&Message, Vec<usize>)> = msgs
+            .iter()
+            .zip(targets)
+            .map(|(m, t)| {
+                let idx = t
+                    .iter()
+                    .map(
+                        |r| match endpoints.iter().position(|e| e.stream == r.stream) {
+                            Some(i) => i,
+                            None => {
+                                endpoints.push(JournalEndpoint {
+                                    stream: &r.stream,
+                                    ledger: &r.ledger,
+                                });
+                                endpoints.len() - 1
+                            }
+                        },
+                    )
+                    .collect();
+                (&**m, idx)
+            })
+            .collect();
         let mut wait = Duration::from_millis(100);
         loop {
-            let mut pipe = redis::pipe();
-            let now = unix_ms(SystemTime::now());
-            for (m, t) in msgs.iter().zip(targets) {
-                let cmd = pipe
-                    .cmd("EVALSHA")
-                    .arg(script.get_hash())
-                    .arg(1 + 2 * t.len());
-                cmd.arg(format!(
-                    "{}{}",
-                    self.settings.seen_prefix, m.idempotency_key
-                ));
-                for r in t {
-                    cmd.arg(&r.stream);
-                }
-                for r in t {
-                    cmd.arg(&r.ledger);
-                }
-                cmd.arg(ms).arg(now).arg(&m.idempotency_key);
-                journal_args(cmd, m);
-            }
+            let cmd = journal_cmd(
+                script.get_hash(),
+                &self.settings.seen_prefix,
+                ms,
+                unix_ms(SystemTime::now()),
+                &endpoints,
+                &batch,
+            );
             let mut conn = self.redis.clone();
-            match pipe.query_async::<Vec<i64>>(&mut conn).await {
-                Ok(r) => return r.into_iter().map(|x| x == 1).collect(),
+            match cmd.query_async::<Vec<i64>>(&mut conn).await {
+                Ok(r) if r.len() == msgs.len() => return r.into_iter().map(|x| x == 1).collect(),
+                Ok(r) => {
+                    // Cannot happen with this script; counting them fresh errs on delivering.
+                    tracing::error!(
+                        expected = msgs.len(),
+                        got = r.len(),
+                        "unexpected journal reply"
+                    );
+                    return vec![true; msgs.len()];
+                }
                 Err(e) if e.code() == Some("NOSCRIPT") => {
                     let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
                         .arg("LOAD")

@@ -12,8 +12,8 @@
 //!   (atomic move into a processing list) and `stream` (consumer group) — yielding
 //!   [`source::Received`] messages.
 //! - [`ingest`]: size and JSON checks, envelope unwrapping, idempotency key, event type,
-//!   routing, then the journal: one Lua call per message records its key and appends it to
-//!   every matching endpoint's queue; dual publishing ([`ingest::Republisher`]).
+//!   routing, then the journal: one Lua call per batch records each message's key and
+//!   appends it to every matching endpoint's queue; dual publishing ([`ingest::Republisher`]).
 //! - [`queue`]: per-endpoint queues of [`queue::Job`]s: [`queue::redis`] (streams, consumer
 //!   groups, retry set, heartbeats, claiming a dead replica's work, delivery ledger) and
 //!   [`queue::memory`].

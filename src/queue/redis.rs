@@ -83,42 +83,99 @@ mod field {
     pub const ERROR: &str = "er";
 }
 
-/// Appends the XADD field/value arguments of a message's first journal entry to the last
-/// command of `cmd` (the body goes straight into the command buffer, not copied first).
-pub fn journal_args(cmd: &mut redis::Pipeline, msg: &Message) {
-    cmd.arg(field::KEY)
-        .arg(&msg.idempotency_key)
-        .arg(field::EVENT)
-        .arg(&msg.event_type)
-        .arg(field::SOURCE)
-        .arg(&*msg.source)
-        .arg(field::CHANNEL)
-        .arg(&msg.channel)
-        .arg(field::BODY)
-        .arg(msg.body.as_ref())
-        .arg(field::RECEIVED)
-        .arg(crate::dlq::unix_ms(msg.received_at))
-        .arg(field::TRACE)
-        .arg(msg.traceparent.as_deref().unwrap_or(""))
-        .arg(field::ATTEMPTS)
-        .arg(0);
+/// Records each message's idempotency key and journals it into the streams of its endpoints,
+/// noting it in each endpoint's `ledger:<endpoint>:queued` set, for a whole ingest batch in one
+/// atomic call: a message is journaled exactly once or not at all, and a batch whose reply
+/// is lost and is sent again only finds its keys seen.
+///
+/// KEYS: the m seen keys, then per endpoint its stream and ledger set. ARGV: window ms, now
+/// ms, m; then per message: n targets, n endpoint indices (from 1), then key, event, source,
+/// channel, body, received ms and traceparent. Returns per message 1 (journaled) or 0 (the
+/// key was seen within the window).
+pub const JOURNAL_LUA: &str = r#"
+local window, now, m = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local fresh = {}
+local ledger = {}
+local a = 4
+for i = 1, m do
+  local nt = tonumber(ARGV[a])
+  local t0 = a + 1
+  a = t0 + nt
+  if redis.call('SET', KEYS[i], '1', 'NX', 'PX', window) then
+    fresh[i] = 1
+    local k = ARGV[a]
+    for j = 0, nt - 1 do
+      local ep = tonumber(ARGV[t0 + j])
+      redis.call('XADD', KEYS[m + 2 * ep - 1], '*', 'k', k, 'e', ARGV[a + 1],
+        's', ARGV[a + 2], 'c', ARGV[a + 3], 'b', ARGV[a + 4], 'r', ARGV[a + 5],
+        't', ARGV[a + 6], 'a', '0')
+      local l = ledger[ep]
+      if not l then l = {} ledger[ep] = l end
+      l[#l + 1] = now
+      l[#l + 1] = k
+    end
+  else
+    fresh[i] = 0
+  end
+  a = a + 7
+end
+-- One ZADD per ledger set (in chunks that fit Lua's stack) instead of one per message.
+for ep, l in pairs(ledger) do
+  for s = 1, #l, 1000 do
+    redis.call('ZADD', KEYS[m + 2 * ep], unpack(l, s, math.min(s + 999, #l)))
+  end
+end
+return fresh
+"#;
+
+/// One endpoint of a journal batch.
+#[derive(Debug)]
+pub struct JournalEndpoint<'a> {
+    /// Its stream.
+    pub stream: &'a str,
+    /// Its ledger's `queued` set.
+    pub ledger: &'a str,
 }
 
-/// Records the idempotency key and journals the message into every endpoint stream given,
-/// atomically, noting it in each endpoint's ledger. KEYS: seen key, then n streams, then
-/// the n matching `ledger:<endpoint>:queued` sets. ARGV: window ms, now ms, idempotency
-/// key, then XADD field/value pairs. Returns 1 if journaled, 0 if the key was already seen.
-pub const JOURNAL_LUA: &str = r#"
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then
-  return 0
-end
-local n = (#KEYS - 1) / 2
-for i = 2, n + 1 do
-  redis.call('XADD', KEYS[i], '*', unpack(ARGV, 4))
-  redis.call('ZADD', KEYS[i + n], ARGV[2], ARGV[3])
-end
-return 1
-"#;
+/// The `EVALSHA` of [`JOURNAL_LUA`]: `msgs` each with the indices (into `endpoints`) of the
+/// endpoints it goes to.
+pub fn journal_cmd(
+    sha: &str,
+    seen_prefix: &str,
+    window_ms: u64,
+    now_ms: u64,
+    endpoints: &[JournalEndpoint<'_>],
+    msgs: &[(&Message, Vec<usize>)],
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha).arg(msgs.len() + 2 * endpoints.len());
+    let mut seen = String::with_capacity(seen_prefix.len() + 64);
+    for (m, _) in msgs {
+        seen.clear();
+        seen.push_str(seen_prefix);
+        seen.push_str(&m.idempotency_key);
+        cmd.arg(seen.as_str());
+    }
+    for e in endpoints {
+        cmd.arg(e.stream).arg(e.ledger);
+    }
+    cmd.arg(window_ms).arg(now_ms).arg(msgs.len());
+    for (m, targets) in msgs {
+        cmd.arg(targets.len());
+        for i in targets {
+            cmd.arg(i + 1);
+        }
+        // The body goes straight into the command buffer, not copied first.
+        cmd.arg(&m.idempotency_key)
+            .arg(&m.event_type)
+            .arg(&*m.source)
+            .arg(&m.channel)
+            .arg(m.body.as_ref())
+            .arg(crate::dlq::unix_ms(m.received_at))
+            .arg(m.traceparent.as_deref().unwrap_or(""));
+    }
+    cmd
+}
 
 /// How long the delivery ledger remembers a message (what `migrate validate` can check).
 pub const LEDGER_WINDOW: Duration = Duration::from_secs(6 * 3600);
@@ -545,21 +602,42 @@ impl RedisQueue {
             }
             let now = now_ms();
             let mut ids: Vec<&str> = Vec::with_capacity(batch.len());
-            let mut pipe = redis::pipe();
+            // One ZADD per ledger set for the whole batch.
+            let mut delivered = redis::cmd("ZADD");
+            delivered.arg(&self.keys.ledger.delivered);
+            let mut dead = redis::cmd("ZADD");
+            dead.arg(&self.keys.ledger.dead);
+            let (mut n_delivered, mut n_dead) = (0, 0);
             for a in &batch {
                 match a {
                     Ack::Entry(id) => ids.push(id),
-                    Ack::Settled { id, key, delivered } => {
+                    Ack::Settled {
+                        id,
+                        key,
+                        delivered: true,
+                    } => {
                         ids.push(id);
-                        let set = if *delivered {
-                            &self.keys.ledger.delivered
-                        } else {
-                            &self.keys.ledger.dead
-                        };
-                        pipe.cmd("ZADD").arg(set).arg(now).arg(key).ignore();
+                        delivered.arg(now).arg(key);
+                        n_delivered += 1;
+                    }
+                    Ack::Settled {
+                        id,
+                        key,
+                        delivered: false,
+                    } => {
+                        ids.push(id);
+                        dead.arg(now).arg(key);
+                        n_dead += 1;
                     }
                     Ack::Stop => {}
                 }
+            }
+            let mut pipe = redis::pipe();
+            if n_delivered > 0 {
+                pipe.add_command(delivered).ignore();
+            }
+            if n_dead > 0 {
+                pipe.add_command(dead).ignore();
             }
             pipe.cmd("XACK")
                 .arg(&self.keys.stream)
