@@ -195,18 +195,13 @@ impl Signer {
     ) {
         match self.scheme {
             Scheme::HokusaiLegacy => {
-                let signature = self.hokusai_signature(|mac| mac.update(body));
+                let signature = self.hokusai_signature(|mac| feed(self.scheme, mac, "", "", body));
                 out.push((HEADER_SIGNATURE, signature));
             }
             Scheme::HokusaiV2 => {
                 let ts = format_timestamp(timestamp);
-                let signature = self.hokusai_signature(|mac| {
-                    mac.update(ts.as_bytes());
-                    mac.update(b".");
-                    mac.update(nonce.as_bytes());
-                    mac.update(b".");
-                    mac.update(body);
-                });
+                let signature =
+                    self.hokusai_signature(|mac| feed(self.scheme, mac, &ts, nonce, body));
                 out.push((HEADER_TIMESTAMP, ts));
                 out.push((HEADER_NONCE, nonce.to_owned()));
                 out.push((HEADER_SIGNATURE, signature));
@@ -217,11 +212,7 @@ impl Signer {
                 let mut signature = String::with_capacity(self.keys.len() * 48);
                 for (i, key) in self.keys.iter().enumerate() {
                     let mut mac = key.clone();
-                    mac.update(message_id.as_bytes());
-                    mac.update(b".");
-                    mac.update(ts.as_bytes());
-                    mac.update(b".");
-                    mac.update(body);
+                    feed(self.scheme, &mut mac, &ts, message_id, body);
                     if i > 0 {
                         signature.push(' ');
                     }
@@ -254,6 +245,24 @@ impl Signer {
         }
         signature
     }
+}
+
+/// Feeds `mac` the bytes `scheme` signs, for signing and verifying alike: hokusai-legacy the
+/// body; hokusai-v2 `<timestamp>.<nonce>.<body>`; standard-webhooks `<id>.<timestamp>.<body>`.
+fn feed(scheme: Scheme, mac: &mut HmacSha256, timestamp: &str, nonce_or_id: &str, body: &[u8]) {
+    let (first, second) = match scheme {
+        Scheme::HokusaiLegacy => {
+            mac.update(body);
+            return;
+        }
+        Scheme::HokusaiV2 => (timestamp, nonce_or_id),
+        Scheme::StandardWebhooks => (nonce_or_id, timestamp),
+    };
+    mac.update(first.as_bytes());
+    mac.update(b".");
+    mac.update(second.as_bytes());
+    mac.update(b".");
+    mac.update(body);
 }
 
 /// Unix seconds as decimal text: both the header value and the signed bytes.
@@ -531,67 +540,59 @@ pub fn verify(
         Some(scheme) => scheme,
         None => detect_scheme(headers)?,
     };
-    match scheme {
-        Scheme::HokusaiLegacy => {
-            let digests = parse_hokusai_signatures(single_header(headers, HEADER_SIGNATURE)?)?;
-            let secret_index =
-                find_matching_secret(scheme, secrets, &digests, |mac| mac.update(body))?;
-            Ok(Verified {
-                scheme,
-                timestamp: None,
-                nonce_or_id: None,
-                secret_index,
-            })
-        }
-        Scheme::HokusaiV2 => {
-            let ts_text = single_header(headers, HEADER_TIMESTAMP)?;
-            let nonce = single_header(headers, HEADER_NONCE)?;
-            let signature = single_header(headers, HEADER_SIGNATURE)?;
-            let timestamp = parse_timestamp(ts_text)?;
-            if nonce.is_empty() {
-                return Err(VerifyError::Malformed(HEADER_NONCE, "is empty"));
-            }
-            let digests = parse_hokusai_signatures(signature)?;
-            check_tolerance(timestamp, now, tolerance_secs)?;
-            let secret_index = find_matching_secret(scheme, secrets, &digests, |mac| {
-                mac.update(ts_text.as_bytes());
-                mac.update(b".");
-                mac.update(nonce.as_bytes());
-                mac.update(b".");
-                mac.update(body);
-            })?;
-            Ok(Verified {
-                scheme,
-                timestamp: Some(timestamp),
-                nonce_or_id: Some(nonce.to_owned()),
-                secret_index,
-            })
-        }
-        Scheme::StandardWebhooks => {
-            let id = single_header(headers, HEADER_WEBHOOK_ID)?;
-            let ts_text = single_header(headers, HEADER_WEBHOOK_TIMESTAMP)?;
-            let signature = single_header(headers, HEADER_WEBHOOK_SIGNATURE)?;
-            let timestamp = parse_timestamp(ts_text)?;
-            if id.is_empty() {
-                return Err(VerifyError::Malformed(HEADER_WEBHOOK_ID, "is empty"));
-            }
-            let tags = parse_standard_signatures(signature)?;
-            check_tolerance(timestamp, now, tolerance_secs)?;
-            let secret_index = find_matching_secret(scheme, secrets, &tags, |mac| {
-                mac.update(id.as_bytes());
-                mac.update(b".");
-                mac.update(ts_text.as_bytes());
-                mac.update(b".");
-                mac.update(body);
-            })?;
-            Ok(Verified {
-                scheme,
-                timestamp: Some(timestamp),
-                nonce_or_id: Some(id.to_owned()),
-                secret_index,
-            })
-        }
+    if scheme == Scheme::HokusaiLegacy {
+        let digests = parse_hokusai_signatures(single_header(headers, HEADER_SIGNATURE)?)?;
+        let secret_index = find_matching_secret(scheme, secrets, &digests, |mac| {
+            feed(scheme, mac, "", "", body)
+        })?;
+        return Ok(Verified {
+            scheme,
+            timestamp: None,
+            nonce_or_id: None,
+            secret_index,
+        });
     }
+    // hokusai-v2 and standard-webhooks differ in header names, signature encoding and the
+    // order of the signed parts (`feed`).
+    let v2 = scheme == Scheme::HokusaiV2;
+    // Headers are read in the order of the signed parts, so a request missing several
+    // names the first.
+    let (ts_header, id_header, signature_header) = if v2 {
+        (HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE)
+    } else {
+        (
+            HEADER_WEBHOOK_TIMESTAMP,
+            HEADER_WEBHOOK_ID,
+            HEADER_WEBHOOK_SIGNATURE,
+        )
+    };
+    let (ts_text, id) = if v2 {
+        let ts = single_header(headers, ts_header)?;
+        (ts, single_header(headers, id_header)?)
+    } else {
+        let id = single_header(headers, id_header)?;
+        (single_header(headers, ts_header)?, id)
+    };
+    let signature = single_header(headers, signature_header)?;
+    let timestamp = parse_timestamp(ts_text)?;
+    if id.is_empty() {
+        return Err(VerifyError::Malformed(id_header, "is empty"));
+    }
+    let candidates = if v2 {
+        parse_hokusai_signatures(signature)?
+    } else {
+        parse_standard_signatures(signature)?
+    };
+    check_tolerance(timestamp, now, tolerance_secs)?;
+    let secret_index = find_matching_secret(scheme, secrets, &candidates, |mac| {
+        feed(scheme, mac, ts_text, id, body)
+    })?;
+    Ok(Verified {
+        scheme,
+        timestamp: Some(timestamp),
+        nonce_or_id: Some(id.to_owned()),
+        secret_index,
+    })
 }
 
 #[cfg(test)]
