@@ -15,6 +15,28 @@ die_usage() {
     exit 2
 }
 
+# Handles the options both scripts take: -h/--help, -c/--config PATH and --config=PATH.
+# Sets the caller's `config` array and `consumed` (how many arguments were taken: 0 when $1
+# is none of them, and the caller parses it itself).
+common_option() {
+    consumed=0
+    case "$1" in
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    -c | --config)
+        (($# >= 2)) || die_usage "$1 needs a PATH"
+        config=(--config "$2")
+        consumed=2
+        ;;
+    --config=*)
+        config=(--config "${1#--config=}")
+        consumed=1
+        ;;
+    esac
+}
+
 # Prints the path of the binary to use: $REDIS_WEBHOOK_BRIDGE_BIN, else target/release, else
 # target/debug of this checkout ($CARGO_TARGET_DIR is honoured), else the one on PATH.
 find_binary() {

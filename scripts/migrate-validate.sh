@@ -42,7 +42,7 @@ set -euo pipefail
 
 readonly PROG="${0##*/}"
 
-# usage, die_usage, find_binary
+# usage, die_usage, common_option, find_binary
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -53,20 +53,12 @@ format="text"
 windows=1
 extra=()
 while (($# > 0)); do
+    common_option "$@"
+    if ((consumed > 0)); then
+        shift "$consumed"
+        continue
+    fi
     case "$1" in
-    -h | --help)
-        usage
-        exit 0
-        ;;
-    -c | --config)
-        (($# >= 2)) || die_usage "$1 needs a PATH"
-        config=(--config "$2")
-        shift 2
-        ;;
-    --config=*)
-        config=(--config "${1#--config=}")
-        shift
-        ;;
     --duration | --grace | --format | --windows)
         (($# >= 2)) || die_usage "$1 needs a value"
         case "$1" in
