@@ -403,6 +403,38 @@ impl Meter {
     }
 }
 
+/// The cost columns of a bridge scenario: CPU of the bridge, Redis and this process, and
+/// what other processes used, from the start of the measurement.
+struct Costs {
+    meter: Meter,
+    bridge: f64,
+    redis: f64,
+}
+
+impl Costs {
+    fn start(ctx: &Ctx, bridge: &Bridge) -> Self {
+        Self {
+            meter: Meter::start(&bridge.pids(ctx)),
+            bridge: bridge.cpu(),
+            redis: cpu_secs(ctx.redis.proc.pid()).unwrap_or(0.0),
+        }
+    }
+
+    /// Ends the measurement: a row with only the cost columns set, per 1,000 of `n` messages.
+    fn per_1k(&self, ctx: &Ctx, bridge: &Bridge, n: usize) -> Row {
+        let k = n as f64 / 1000.0;
+        Row {
+            cpu_per_1k: Some((bridge.cpu() - self.bridge) / k),
+            redis_cpu_per_1k: Some(
+                (cpu_secs(ctx.redis.proc.pid()).unwrap_or(0.0) - self.redis) / k,
+            ),
+            bench_cpu_per_1k: Some(self.meter.bench_cpu() / k),
+            other_pct: Some(self.meter.other_pct()),
+            ..Row::default()
+        }
+    }
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -1229,8 +1261,7 @@ async fn throughput(
     let bridge = start_bridge(ctx, scenario, durability, &sink_urls(ctx, endpoints)).await?;
     let mut publisher = connect(&ctx.redis.url).await?;
     let mut sent = vec![0u64; n];
-    let (cpu0, rcpu0) = (bridge.cpu(), cpu_secs(ctx.redis.proc.pid()).unwrap_or(0.0));
-    let meter = Meter::start(&bridge.pids(ctx));
+    let costs = Costs::start(ctx, &bridge);
     let deadline = Instant::now() + Duration::from_secs(60) + Duration::from_millis(2 * n as u64);
     let mut progress = Progress::Sink(record.clone());
     let unheard = publish_batched(
@@ -1243,8 +1274,7 @@ async fn throughput(
     )
     .await?;
     let complete = wait_for_sink(&record, deadline).await;
-    let (cpu1, rcpu1) = (bridge.cpu(), cpu_secs(ctx.redis.proc.pid()).unwrap_or(0.0));
-    let other = meter.other_pct();
+    let costs = costs.per_1k(ctx, &bridge, n);
     let hwm = bridge.hwm_mb();
     let calls = redis_calls(ctx, n).await;
     bridge.stop().await?;
@@ -1294,12 +1324,9 @@ async fn throughput(
         vs_ceiling: true,
         latency_ms: None,
         rss_mb: Some(hwm),
-        cpu_per_1k: Some((cpu1 - cpu0) / (n as f64 / 1000.0)),
-        redis_cpu_per_1k: Some((rcpu1 - rcpu0) / (n as f64 / 1000.0)),
-        bench_cpu_per_1k: Some(meter.bench_cpu() / (n as f64 / 1000.0)),
-        other_pct: Some(other),
         redis_calls: calls,
         note: note.trim_end_matches("; ").to_string(),
+        ..costs
     })
 }
 
@@ -1314,8 +1341,7 @@ async fn latency(ctx: &Ctx) -> anyhow::Result<Row> {
     let bridge = start_bridge(ctx, scenario, "redis", &sink_urls(ctx, 1)).await?;
     let mut publisher = connect(&ctx.redis.url).await?;
     let mut sent = vec![0u64; n];
-    let (cpu0, rcpu0) = (bridge.cpu(), cpu_secs(ctx.redis.proc.pid()).unwrap_or(0.0));
-    let meter = Meter::start(&bridge.pids(ctx));
+    let costs = Costs::start(ctx, &bridge);
     let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
     let mut unheard = 0;
     let hard_stop = Instant::now() + Duration::from_secs(ctx.opts.latency_secs * 3 + 30);
@@ -1335,8 +1361,7 @@ async fn latency(ctx: &Ctx) -> anyhow::Result<Row> {
         }
     }
     let complete = wait_for_sink(&record, Instant::now() + Duration::from_secs(60)).await;
-    let (cpu1, rcpu1) = (bridge.cpu(), cpu_secs(ctx.redis.proc.pid()).unwrap_or(0.0));
-    let other = meter.other_pct();
+    let costs = costs.per_1k(ctx, &bridge, n);
     let hwm = bridge.hwm_mb();
     let calls = redis_calls(ctx, n).await;
     bridge.stop().await?;
@@ -1371,12 +1396,9 @@ async fn latency(ctx: &Ctx) -> anyhow::Result<Row> {
             )
         }),
         rss_mb: Some(hwm),
-        cpu_per_1k: Some((cpu1 - cpu0) / (n as f64 / 1000.0)),
-        redis_cpu_per_1k: Some((rcpu1 - rcpu0) / (n as f64 / 1000.0)),
-        bench_cpu_per_1k: Some(meter.bench_cpu() / (n as f64 / 1000.0)),
-        other_pct: Some(other),
         redis_calls: calls,
         note,
+        ..costs
     })
 }
 
@@ -1399,8 +1421,7 @@ async fn backlog(ctx: &Ctx) -> anyhow::Result<(Row, Samples)> {
         prefix: prefix.clone(),
     };
     let mut sent = vec![0u64; n];
-    let (cpu0, rcpu0) = (bridge.cpu(), cpu_secs(ctx.redis.proc.pid()).unwrap_or(0.0));
-    let meter = Meter::start(&bridge.pids(ctx));
+    let costs = Costs::start(ctx, &bridge);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut samples = vec![(0, bridge.rss_mb())];
     eprintln!("bench: backlog: 0 queued, RSS {:.1} MB", samples[0].1);
@@ -1433,8 +1454,7 @@ async fn backlog(ctx: &Ctx) -> anyhow::Result<(Row, Samples)> {
         eprintln!("bench: backlog: {queued} queued, RSS {rss:.1} MB");
         samples.push((queued, rss));
     }
-    let (cpu1, rcpu1) = (bridge.cpu(), cpu_secs(ctx.redis.proc.pid()).unwrap_or(0.0));
-    let other = meter.other_pct();
+    let costs = costs.per_1k(ctx, &bridge, n);
     let hwm = bridge.hwm_mb();
     bridge.stop().await?;
     let seconds = secs(journaled_all_at.unwrap_or_else(now_ns) - sent[0]);
@@ -1455,12 +1475,9 @@ async fn backlog(ctx: &Ctx) -> anyhow::Result<(Row, Samples)> {
             vs_ceiling: false,
             latency_ms: None,
             rss_mb: Some(hwm),
-            cpu_per_1k: Some((cpu1 - cpu0) / (n as f64 / 1000.0)),
-            redis_cpu_per_1k: Some((rcpu1 - rcpu0) / (n as f64 / 1000.0)),
-            bench_cpu_per_1k: Some(meter.bench_cpu() / (n as f64 / 1000.0)),
-            other_pct: Some(other),
             redis_calls: Vec::new(),
             note,
+            ..costs
         },
         samples,
     ))
