@@ -7,11 +7,12 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use common::*;
 use redis::aio::ConnectionManager;
+use redis_webhook_bridge::dlq::unix_ms;
 use redis_webhook_bridge::ingest::Message;
 use redis_webhook_bridge::queue::redis::{
     JOURNAL_LUA, JournalEndpoint, QueueKeys, journal_cmd, parse_entries,
@@ -38,10 +39,7 @@ fn message(key: &str) -> Message {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
+    unix_ms(SystemTime::now())
 }
 
 /// Runs the journal script: each message with the indices of its endpoints in `eps`.

@@ -445,7 +445,7 @@ impl RedisQueue {
                     let _ = self.ack_tx.send(Ack::Entry(id));
                     continue;
                 };
-                let job = job_from_fields(id, &fields);
+                let job = job_from_fields(id, fields);
                 match permit.take() {
                     Some(p) => p.send(job),
                     None => {
@@ -501,7 +501,7 @@ impl RedisQueue {
                 let acks = acks.clone();
                 async move {
                     match fields {
-                        Some(f) => tx.send(job_from_fields(id, &f)).await.is_ok(),
+                        Some(f) => tx.send(job_from_fields(id, f)).await.is_ok(),
                         None => acks.send(Ack::Entry(id)).is_ok(),
                     }
                 }
@@ -810,10 +810,7 @@ pub async fn heartbeat(conn: ConnectionManager, key: String, shutdown: Cancellat
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::dlq::unix_ms(SystemTime::now())
 }
 
 /// A stream entry's fields.
@@ -841,6 +838,15 @@ fn as_string(v: &Value) -> Option<String> {
     as_bytes(v).and_then(|b| String::from_utf8(b).ok())
 }
 
+/// A string reply, taking its buffer.
+fn into_string(v: Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        other => as_string(&other),
+    }
+}
+
 /// `[[id, [f, v, …]], …]` (or `[id, nil]` for deleted entries).
 pub fn parse_entries(v: Value) -> Vec<(String, Option<Fields>)> {
     let Value::Array(items) = v else {
@@ -859,7 +865,7 @@ pub fn parse_entries(v: Value) -> Vec<(String, Option<Fields>)> {
         } else {
             Value::Nil
         };
-        let Some(id) = as_string(&pair[0]) else {
+        let Some(id) = into_string(pair.swap_remove(0)) else {
             continue;
         };
         let fields = match fields_v {
@@ -867,7 +873,7 @@ pub fn parse_entries(v: Value) -> Vec<(String, Option<Fields>)> {
                 let mut m = HashMap::with_capacity(kv.len() / 2);
                 let mut it = kv.into_iter();
                 while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    if let (Some(k), Value::BulkString(v)) = (as_string(&k), v) {
+                    if let (Some(k), Value::BulkString(v)) = (into_string(k), v) {
                         m.insert(k, v);
                     }
                 }
@@ -927,28 +933,35 @@ fn pending_ids(v: &Value) -> Vec<String> {
         .collect()
 }
 
-fn job_from_fields(id: String, f: &Fields) -> Job {
-    let text = |k: &str| {
-        f.get(k)
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .unwrap_or_default()
+/// The job an entry holds; takes the fields' buffers instead of copying them (the body
+/// becomes the job's `Bytes` as it is).
+fn job_from_fields(id: String, mut f: Fields) -> Job {
+    let mut text = |k: &str| match f.remove(k) {
+        Some(b) => String::from_utf8(b)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        None => String::new(),
     };
     let received_ms: u64 = text(field::RECEIVED).parse().unwrap_or(0);
     let trace = text(field::TRACE);
+    let idempotency_key = text(field::KEY);
+    let event_type = text(field::EVENT);
+    let source = Arc::from(text(field::SOURCE).as_str());
+    let channel = text(field::CHANNEL);
+    let attempts = text(field::ATTEMPTS).parse().unwrap_or(0);
+    let status = text(field::STATUS);
+    let error = text(field::ERROR);
     let msg = Message {
-        idempotency_key: text(field::KEY),
-        event_type: text(field::EVENT),
-        source: Arc::from(text(field::SOURCE).as_str()),
-        channel: text(field::CHANNEL),
-        body: Bytes::from(f.get(field::BODY).cloned().unwrap_or_default()),
+        idempotency_key,
+        event_type,
+        source,
+        channel,
+        body: Bytes::from(f.remove(field::BODY).unwrap_or_default()),
         received_at: UNIX_EPOCH + Duration::from_millis(received_ms),
         traceparent: (!trace.is_empty()).then_some(trace),
     };
-    let status = text(field::STATUS);
-    let error = text(field::ERROR);
     Job {
         msg: Arc::new(msg),
-        attempts: text(field::ATTEMPTS).parse().unwrap_or(0),
+        attempts,
         last_status: status.parse().ok(),
         last_error: (!error.is_empty()).then_some(error),
         replay_of: None,
