@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use redis::aio::MultiplexedConnection;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -30,17 +29,9 @@ fn key_of(tag: &str, n: usize) -> String {
     format!("{tag}-{n:05}")
 }
 
-async fn conn(redis: &RedisServer) -> MultiplexedConnection {
-    redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to the test redis-server")
-}
-
 /// PUBLISHes every body to `channel` in one pipeline; asserts each reached `subscribers`.
 async fn publish_all(redis: &RedisServer, channel: &str, bodies: &[String], subscribers: i64) {
-    let mut c = conn(redis).await;
+    let mut c = redis.conn().await;
     let mut pipe = redis::pipe();
     for b in bodies {
         pipe.cmd("PUBLISH").arg(channel).arg(b);
@@ -56,7 +47,7 @@ async fn publish_all(redis: &RedisServer, channel: &str, bodies: &[String], subs
 
 /// An integer reply of `cmd args…`.
 async fn int(redis: &RedisServer, cmd: &str, args: &[&str]) -> i64 {
-    let mut c = conn(redis).await;
+    let mut c = redis.conn().await;
     let mut command = redis::cmd(cmd);
     for a in args {
         command.arg(*a);
@@ -69,7 +60,7 @@ async fn int(redis: &RedisServer, cmd: &str, args: &[&str]) -> i64 {
 
 /// How many of `keys` exist (one EXISTS with every key).
 async fn existing(redis: &RedisServer, keys: &[String]) -> i64 {
-    let mut c = conn(redis).await;
+    let mut c = redis.conn().await;
     redis::cmd("EXISTS")
         .arg(keys)
         .query_async(&mut c)
@@ -79,7 +70,7 @@ async fn existing(redis: &RedisServer, keys: &[String]) -> i64 {
 
 /// The number of pending entries of `group` on `stream` (XPENDING summary).
 async fn pending(redis: &RedisServer, stream: &str, group: &str) -> i64 {
-    let mut c = conn(redis).await;
+    let mut c = redis.conn().await;
     let v: redis::Value = redis::cmd("XPENDING")
         .arg(stream)
         .arg(group)
@@ -136,6 +127,42 @@ fn missing(ok: &HashMap<String, usize>, tag: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the `site` endpoint's durable queue is empty: everything journaled was
+/// delivered (or dead-lettered) and acknowledged, so no late duplicate is still on its way.
+async fn queue_empty(redis: &RedisServer, prefix: &str) {
+    wait_until(
+        PATIENCE,
+        "the endpoint's durable queue is empty",
+        || async { queued(redis, prefix, "site").await == 0 },
+    )
+    .await;
+}
+
+/// Waits until `n` distinct keys were answered 2xx (`what` names that wait), then until the
+/// `site` endpoint's durable queue is empty.
+async fn drained(redis: &RedisServer, rx: &Receiver, prefix: &str, n: usize, what: &str) {
+    wait_until(PATIENCE, what, || async { delivered(rx) == n }).await;
+    queue_empty(redis, prefix).await;
+}
+
+/// Asserts that every one of the `n` keys of `tag` was answered 2xx (the failure names the
+/// first 10 missing keys, then `context()`); returns [`per_key`].
+fn none_missing(
+    rx: &Receiver,
+    tag: &str,
+    n: usize,
+    context: impl FnOnce() -> String,
+) -> (HashMap<String, usize>, HashMap<String, usize>) {
+    let (all, ok) = per_key(rx);
+    let missing = missing(&ok, tag, n);
+    assert!(
+        missing.is_empty(),
+        "missing keys (first 10): {missing:?}\n{}",
+        context()
+    );
+    (all, ok)
+}
+
 // ---------------------------------------------------------------------------------------
 // Crashes of the bridge
 // ---------------------------------------------------------------------------------------
@@ -187,29 +214,24 @@ async fn kill_9_in_the_middle_of_2000_messages_then_a_new_run_delivers_every_one
     );
 
     let second = Bridge::start(&config).await;
-    wait_until(
-        PATIENCE,
-        "every message is delivered after the restart",
-        || async { delivered(&rx) == N },
-    )
-    .await;
     // Settled: the killed run's pending entries were claimed and acknowledged too, so no
     // late duplicate is still on its way.
-    wait_until(
-        PATIENCE,
-        "the endpoint's durable queue is empty",
-        || async { queued(&redis, prefix, "site").await == 0 },
+    drained(
+        &redis,
+        &rx,
+        prefix,
+        N,
+        "every message is delivered after the restart",
     )
     .await;
 
-    let (all, ok) = per_key(&rx);
-    let missing = missing(&ok, "kill", N);
-    assert!(
-        missing.is_empty(),
-        "missing keys (first 10): {missing:?}\n--- killed run ---\n{}\n--- next run ---\n{}",
-        first.logs(),
-        second.logs()
-    );
+    let (all, ok) = none_missing(&rx, "kill", N, || {
+        format!(
+            "--- killed run ---\n{}\n--- next run ---\n{}",
+            first.logs(),
+            second.logs()
+        )
+    });
     assert_eq!(ok.len(), N, "no unexpected keys: {}", second.logs());
     let requests: usize = all.values().sum();
     let duplicates = requests - N;
@@ -261,16 +283,7 @@ async fn retries_scheduled_in_redis_survive_a_kill_9_and_keep_their_attempt_coun
     rx.set_default(Reply::ok());
 
     let second = Bridge::start(&config).await;
-    wait_until(PATIENCE, "every message is delivered", || async {
-        delivered(&rx) == N
-    })
-    .await;
-    wait_until(
-        PATIENCE,
-        "the endpoint's durable queue is empty",
-        || async { queued(&redis, prefix, "site").await == 0 },
-    )
-    .await;
+    drained(&redis, &rx, prefix, N, "every message is delivered").await;
     let reqs = rx.requests();
     assert_eq!(
         reqs.len(),
@@ -327,25 +340,11 @@ async fn three_replicas_share_the_work_and_the_survivors_finish_what_a_killed_on
         "the kill came mid-run ({at_kill} of {N} delivered)"
     );
 
-    wait_until(PATIENCE, "every message is delivered", || async {
-        delivered(&rx) == N
-    })
-    .await;
-    wait_until(
-        PATIENCE,
-        "the endpoint's durable queue is empty",
-        || async { queued(&redis, prefix, "site").await == 0 },
-    )
-    .await;
+    drained(&redis, &rx, prefix, N, "every message is delivered").await;
 
-    let (all, ok) = per_key(&rx);
-    let missing = missing(&ok, "rep", N);
-    assert!(
-        missing.is_empty(),
-        "missing keys (first 10): {missing:?}\n--- a ---\n{}\n--- c ---\n{}",
-        a.logs(),
-        c.logs()
-    );
+    let (all, ok) = none_missing(&rx, "rep", N, || {
+        format!("--- a ---\n{}\n--- c ---\n{}", a.logs(), c.logs())
+    });
     let (a_share, c_share) = (successes(&a).await, successes(&c).await);
     assert!(
         a_share > 0.0 && b_share > 0.0 && c_share > 0.0,
@@ -396,27 +395,17 @@ async fn a_replica_stopped_with_sigterm_mid_run_leaves_its_unstarted_jobs_to_the
     .await;
     // b stops reading, finishes its attempts in flight, and leaves its prefetched jobs
     // pending in Redis for a to claim.
-    b.sigterm();
-    let status = b.wait_exit(SECS(30)).await;
-    assert!(status.success(), "exit {status}\n{}", b.logs());
+    b.stop(SECS(30)).await;
     let at_stop = delivered(&rx);
     assert!(
         at_stop < N,
         "b stopped mid-run ({at_stop} of {N} delivered)"
     );
 
-    wait_until(PATIENCE, "every message is delivered", || async {
-        delivered(&rx) == N
-    })
-    .await;
-    wait_until(
-        PATIENCE,
-        "the endpoint's durable queue is empty",
-        || async { queued(&redis, prefix, "site").await == 0 },
-    )
-    .await;
-    let (all, ok) = per_key(&rx);
-    assert!(missing(&ok, "term", N).is_empty());
+    drained(&redis, &rx, prefix, N, "every message is delivered").await;
+    let (all, _) = none_missing(&rx, "term", N, || {
+        format!("--- a ---\n{}\n--- b ---\n{}", a.logs(), b.logs())
+    });
     // A clean stop leaves no attempt in flight, so nothing is delivered twice.
     assert_eq!(
         all.values().sum::<usize>(),
@@ -467,18 +456,9 @@ async fn an_endpoint_down_for_20_s_gets_every_message_once_back_and_nothing_is_d
     let failed_attempts = rx.requests().len();
     rx.set_default(Reply::ok());
 
-    wait_until(PATIENCE, "every message is delivered", || async {
-        delivered(&rx) == N
-    })
-    .await;
-    wait_until(
-        PATIENCE,
-        "the endpoint's durable queue is empty",
-        || async { queued(&redis, prefix, "site").await == 0 },
-    )
-    .await;
+    drained(&redis, &rx, prefix, N, "every message is delivered").await;
 
-    let (_, ok) = per_key(&rx);
+    let (_, ok) = none_missing(&rx, "outage", N, || bridge.logs());
     assert!(
         ok.values().all(|n| *n == 1),
         "each message delivered once: {ok:?}"
@@ -531,7 +511,7 @@ async fn journaled_messages_survive_a_kill_9_of_redis_with_aof_and_are_delivered
         .arg("SET")
         .arg("appendfsync")
         .arg("always")
-        .query_async(&mut conn(&redis).await)
+        .query_async(&mut redis.conn().await)
         .await
         .expect("CONFIG SET appendfsync always");
     let rx = Receiver::start().await;
@@ -570,23 +550,15 @@ async fn journaled_messages_survive_a_kill_9_of_redis_with_aof_and_are_delivered
 
     let out = bridge.cli(&["resume"], &[]);
     assert!(out.status.success(), "resume failed: {}", show(&out));
-    wait_until(PATIENCE, "every journaled message is delivered", || async {
-        delivered(&rx) == N
-    })
-    .await;
-    wait_until(
-        PATIENCE,
-        "the endpoint's durable queue is empty",
-        || async { queued(&redis, prefix, "site").await == 0 },
+    drained(
+        &redis,
+        &rx,
+        prefix,
+        N,
+        "every journaled message is delivered",
     )
     .await;
-    let (all, ok) = per_key(&rx);
-    let missing = missing(&ok, "aof", N);
-    assert!(
-        missing.is_empty(),
-        "missing: {missing:?}\n{}",
-        bridge.logs()
-    );
+    let (all, _) = none_missing(&rx, "aof", N, || bridge.logs());
     assert_eq!(
         all.values().sum::<usize>(),
         N,
@@ -653,9 +625,7 @@ async fn the_same_message_published_twice_within_the_window_is_delivered_once_ev
     );
 
     // The window lives in Redis: a new run still knows the key.
-    first.sigterm();
-    let status = first.wait_exit(SECS(30)).await;
-    assert!(status.success(), "exit {status}\n{}", first.logs());
+    first.stop(SECS(30)).await;
     drop(first);
     let second = Bridge::start(&config).await;
     publish_all(
@@ -746,7 +716,7 @@ async fn the_list_source_unwraps_registry_envelopes_empties_its_lists_and_recove
             payload,
         ));
     }
-    let mut c = conn(&redis).await;
+    let mut c = redis.conn().await;
     let _: i64 = redis::cmd("LPUSH")
         .arg(list)
         .arg(cases.iter().map(|c| c.0.as_str()).collect::<Vec<_>>())
@@ -782,7 +752,7 @@ async fn the_list_source_unwraps_registry_envelopes_empties_its_lists_and_recove
         PATIENCE,
         "the source list and the processing lists are empty",
         || async {
-            let mut c = conn(&redis).await;
+            let mut c = redis.conn().await;
             let lists: Vec<String> = redis::cmd("KEYS")
                 .arg(&processing_pattern)
                 .query_async(&mut c)
@@ -863,7 +833,7 @@ async fn read_by_dead_consumer(
     consumer: &str,
     body: &str,
 ) {
-    let mut c = conn(redis).await;
+    let mut c = redis.conn().await;
     let (_, read): (String, redis::Value) = redis::pipe()
         .atomic()
         .cmd("XADD")
@@ -905,7 +875,7 @@ async fn the_stream_source_delivers_its_entries_and_acknowledges_them_in_its_gro
     // Replicas that stopped (no heartbeat key) had read an entry each and not acknowledged
     // it: one before this bridge starts (found at start), one while it runs, read a moment
     // ago (found once its idle time allows a claim).
-    let mut c = conn(&redis).await;
+    let mut c = redis.conn().await;
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream)
@@ -971,10 +941,5 @@ async fn the_stream_source_delivers_its_entries_and_acknowledges_them_in_its_gro
         "{}",
         bridge.logs()
     );
-    wait_until(
-        PATIENCE,
-        "the endpoint's durable queue is empty",
-        || async { queued(&redis, prefix, "site").await == 0 },
-    )
-    .await;
+    queue_empty(&redis, prefix).await;
 }

@@ -9,18 +9,42 @@ use common::*;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_redis_is_killed_and_restarted_the_bridge_resubscribes_and_delivers_new_messages() {
-    let mut redis = RedisServer::start_with_aof();
-    let rx = Receiver::start().await;
-    let config =
-        base_toml(&redis, "t-redis-restart") + &endpoint_toml("site", &rx.url("/hook"), "");
-    let bridge = Bridge::start(&config).await;
+/// What [`send_one`] set up.
+struct OneSent {
+    rx: Receiver,
+    config: String,
+    bridge: Bridge,
+    /// The first request, as it arrived (its answer may still be delayed).
+    request: Recorded,
+}
 
+/// Starts a receiver that answers 200 after `delay` and a bridge on `redis` (key prefix
+/// `prefix`, then the `extra` config, then one `site` endpoint at the receiver), publishes one
+/// message, and returns once the receiver has the first request for it.
+async fn send_one(redis: &RedisServer, prefix: &str, delay: Duration, extra: &str) -> OneSent {
+    let rx = Receiver::start().await;
+    rx.set_default(Reply::ok().delay(delay));
+    let config = base_toml(redis, prefix) + extra + &endpoint_toml("site", &rx.url("/hook"), "");
+    let bridge = Bridge::start(&config).await;
     redis
         .publish(DEFAULT_CHANNEL, message("model.ready", 1))
         .await;
-    rx.wait_for_count(1, SECS(10)).await;
+    let request = rx.wait_for_count(1, SECS(10)).await.remove(0);
+    OneSent {
+        rx,
+        config,
+        bridge,
+        request,
+    }
+}
+
+/// Extra config: give up on deliveries in flight 300 ms after SIGTERM.
+const SHUTDOWN_300MS: &str = "\n[delivery]\nshutdown_timeout = \"300ms\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_is_killed_and_restarted_the_bridge_resubscribes_and_delivers_new_messages() {
+    let mut redis = RedisServer::start_with_aof();
+    let OneSent { rx, bridge, .. } = send_one(&redis, "t-redis-restart", Duration::ZERO, "").await;
 
     redis.kill();
     wait_until(
@@ -112,15 +136,8 @@ async fn non_json_and_oversized_messages_are_dead_lettered_with_the_reason_and_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_waits_for_the_delivery_in_flight_then_exits_0() {
     let redis = RedisServer::start();
-    let rx = Receiver::start().await;
-    rx.set_default(Reply::ok().delay(Duration::from_millis(1500)));
-    let config = base_toml(&redis, "t-graceful") + &endpoint_toml("site", &rx.url("/hook"), "");
-    let bridge = Bridge::start(&config).await;
-
-    redis
-        .publish(DEFAULT_CHANNEL, message("model.ready", 1))
-        .await;
-    rx.wait_for_count(1, SECS(10)).await;
+    let OneSent { rx, bridge, .. } =
+        send_one(&redis, "t-graceful", Duration::from_millis(1500), "").await;
     bridge.sigterm();
     let status = bridge.wait_exit(SECS(10)).await;
     let exited_at = Instant::now();
@@ -153,17 +170,9 @@ async fn sigterm_waits_for_the_delivery_in_flight_then_exits_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_gives_up_on_a_slow_delivery_after_shutdown_timeout_and_exits_0() {
     let redis = RedisServer::start();
-    let rx = Receiver::start().await;
-    rx.set_default(Reply::ok().delay(SECS(5)));
-    let config = base_toml(&redis, "t-shutdown-timeout")
-        + "\n[delivery]\nshutdown_timeout = \"300ms\"\n"
-        + &endpoint_toml("site", &rx.url("/hook"), "");
-    let bridge = Bridge::start(&config).await;
-
-    redis
-        .publish(DEFAULT_CHANNEL, message("model.ready", 1))
-        .await;
-    rx.wait_for_count(1, SECS(10)).await;
+    // `sent` keeps the receiver up: the bridge gives up on it, not the other way round.
+    let sent = send_one(&redis, "t-shutdown-timeout", SECS(5), SHUTDOWN_300MS).await;
+    let bridge = &sent.bridge;
     let sent = Instant::now();
     bridge.sigterm();
     let status = bridge.wait_exit(SECS(4)).await;
@@ -185,21 +194,14 @@ async fn sigterm_gives_up_on_a_slow_delivery_after_shutdown_timeout_and_exits_0(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_abandoned_at_shutdown_timeout_stays_in_redis_and_the_next_run_delivers_it() {
     let redis = RedisServer::start();
-    let rx = Receiver::start().await;
-    rx.set_default(Reply::ok().delay(SECS(5)));
-    let config = base_toml(&redis, "t-abandoned")
-        + "\n[delivery]\nshutdown_timeout = \"300ms\"\n"
-        + &endpoint_toml("site", &rx.url("/hook"), "");
-    let first = Bridge::start(&config).await;
-
-    redis
-        .publish(DEFAULT_CHANNEL, message("model.ready", 1))
-        .await;
-    let reqs = rx.wait_for_count(1, SECS(10)).await;
-    let key = reqs[0].idempotency_key();
-    first.sigterm();
-    let status = first.wait_exit(SECS(4)).await;
-    assert!(status.success(), "exit status {status}\n{}", first.logs());
+    let OneSent {
+        rx,
+        config,
+        bridge: first,
+        request,
+    } = send_one(&redis, "t-abandoned", SECS(5), SHUTDOWN_300MS).await;
+    let key = request.idempotency_key();
+    first.stop(SECS(4)).await;
     drop(first);
 
     // Restarted at once, as an orchestrator does after a rolling update.
@@ -218,17 +220,14 @@ async fn a_delivery_abandoned_at_shutdown_timeout_stays_in_redis_and_the_next_ru
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_in_flight_when_the_bridge_is_killed_with_sigkill_is_delivered_by_the_next_run() {
     let redis = RedisServer::start();
-    let rx = Receiver::start().await;
     // The first attempt never gets its answer: the bridge dies while waiting.
-    rx.set_default(Reply::ok().delay(SECS(30)));
-    let config = base_toml(&redis, "t-kill-9") + &endpoint_toml("site", &rx.url("/hook"), "");
-    let first = Bridge::start(&config).await;
-
-    redis
-        .publish(DEFAULT_CHANNEL, message("model.ready", 1))
-        .await;
-    let reqs = rx.wait_for_count(1, SECS(10)).await;
-    let key = reqs[0].idempotency_key();
+    let OneSent {
+        rx,
+        config,
+        bridge: first,
+        request,
+    } = send_one(&redis, "t-kill-9", SECS(30), "").await;
+    let key = request.idempotency_key();
     first.kill();
     rx.set_default(Reply::ok());
 

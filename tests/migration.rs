@@ -86,21 +86,12 @@ fn keys_of(bodies: &[String]) -> BTreeSet<String> {
     bodies.iter().map(|b| registry_key(b.as_bytes())).collect()
 }
 
-/// A plain async connection to the test's Redis.
-async fn conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
-    redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to the test redis-server")
-}
-
 /// `PUBSUB NUMSUB channel`.
 async fn numsub(redis: &RedisServer, channel: &str) -> u64 {
     let r: Vec<(String, u64)> = redis::cmd("PUBSUB")
         .arg("NUMSUB")
         .arg(channel)
-        .query_async(&mut conn(redis).await)
+        .query_async(&mut redis.conn().await)
         .await
         .expect("PUBSUB NUMSUB");
     r.first().map(|x| x.1).unwrap_or(0)
@@ -112,7 +103,7 @@ async fn list_items(redis: &RedisServer, key: &str) -> Vec<String> {
         .arg(key)
         .arg(0)
         .arg(-1)
-        .query_async(&mut conn(redis).await)
+        .query_async(&mut redis.conn().await)
         .await
         .expect("LRANGE")
 }
@@ -268,6 +259,18 @@ impl Drop for Background {
             eprintln!("{}", self.output());
         }
     }
+}
+
+/// `scripts/rollback.sh --config <the bridge's config> <command>`; asserts it exits 0 and
+/// returns its stdout.
+fn rollback(bridge: &Bridge, command: &str) -> String {
+    let out = run_script("rollback.sh", &["--config", bridge.config_path(), command]);
+    assert!(
+        out.status.success(),
+        "rollback.sh {command}: {}",
+        show(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `status --json` with the bridge's config, parsed.
@@ -622,9 +625,7 @@ async fn rollback_by_pause_keeps_legacy_consumers_whole_and_resume_delivers_what
     let bridge = Bridge::start(&config).await;
     let legacy = Subscriber::start(&redis, DEFAULT_CHANNEL).await;
 
-    let out = run_script("rollback.sh", &["--config", bridge.config_path(), "pause"]);
-    assert!(out.status.success(), "rollback.sh pause: {}", show(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = rollback(&bridge, "pause");
     assert!(
         text.contains("paused deliveries on every replica"),
         "{text}"
@@ -673,9 +674,7 @@ async fn rollback_by_pause_keeps_legacy_consumers_whole_and_resume_delivers_what
     let st = cluster_status(&bridge);
     assert_eq!(st["paused"]["reason"], "rollback", "{st:#}");
 
-    let out = run_script("rollback.sh", &["--config", bridge.config_path(), "resume"]);
-    assert!(out.status.success(), "rollback.sh resume: {}", show(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = rollback(&bridge, "resume");
     assert!(
         text.contains("resumed deliveries") && text.contains("deliveries: running"),
         "{text}"
@@ -702,9 +701,7 @@ async fn rollback_by_stopping_the_bridge_keeps_legacy_consumers_whole() {
     let before = publish_events(&redis, "stop", 1..=3, 2).await;
     rx.wait_for_count(3, PATIENCE).await;
 
-    let out = run_script("rollback.sh", &["--config", bridge.config_path(), "stop"]);
-    assert!(out.status.success(), "rollback.sh stop: {}", show(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = rollback(&bridge, "stop");
     for needle in [
         "deliveries: PAUSED",
         "systemctl stop redis-webhook-bridge",
@@ -717,9 +714,7 @@ async fn rollback_by_stopping_the_bridge_keeps_legacy_consumers_whole() {
         );
     }
 
-    bridge.sigterm();
-    let status = bridge.wait_exit(SECS(60)).await;
-    assert!(status.success(), "SIGTERM: exit 0, got {status}");
+    bridge.stop(SECS(60)).await;
     assert!(
         cluster_status(&bridge)["replicas"]
             .as_array()
@@ -741,8 +736,7 @@ async fn rollback_by_stopping_the_bridge_keeps_legacy_consumers_whole() {
     // Undo: start again (paused, as the key is still set), resume, and new messages flow.
     let bridge = Bridge::start(&config).await;
     assert_eq!(bridge.status_json().await["paused"], true, "starts paused");
-    let out = run_script("rollback.sh", &["--config", bridge.config_path(), "resume"]);
-    assert!(out.status.success(), "rollback.sh resume: {}", show(&out));
+    rollback(&bridge, "resume");
     let after = publish_events(&redis, "stop", 9..=9, 2).await;
     let got = rx.wait_for_count(4, PATIENCE).await;
     assert_eq!(
@@ -773,6 +767,17 @@ async fn wait_for_subscribers(redis: &RedisServer, channel: &str, n: u64, bg: &B
     }
 }
 
+/// Starts `scripts/migrate-validate.sh --config <the bridge's config> <args>` in the
+/// background and waits until it listens: the source channel has 2 subscribers, it and the
+/// bridge.
+async fn start_validate(redis: &RedisServer, bridge: &Bridge, args: &[&str]) -> Background {
+    let mut full = vec!["--config", bridge.config_path()];
+    full.extend_from_slice(args);
+    let validate = Background::spawn("migrate-validate.sh", &full);
+    wait_for_subscribers(redis, DEFAULT_CHANNEL, 2, &validate).await;
+    validate
+}
+
 /// A healthy run: `scripts/migrate-validate.sh` (over `migrate validate`), started in the
 /// background while events are published, passes — exit 0, and its report shows every
 /// observed message delivered to the endpoint that matches and none expected by the one that
@@ -787,20 +792,12 @@ async fn migrate_validate_passes_on_a_healthy_run() {
         + &endpoint_toml("elsewhere", &rx.url("/other"), "channels = [\"other:*\"]");
     let bridge = Bridge::start(&config).await;
 
-    let mut validate = Background::spawn(
-        "migrate-validate.sh",
-        &[
-            "--config",
-            bridge.config_path(),
-            "--duration",
-            "5s",
-            "--grace",
-            "30s",
-            "--format",
-            "json",
-        ],
-    );
-    wait_for_subscribers(&redis, DEFAULT_CHANNEL, 2, &validate).await;
+    let mut validate = start_validate(
+        &redis,
+        &bridge,
+        &["--duration", "5s", "--grace", "30s", "--format", "json"],
+    )
+    .await;
     let bodies = publish_events(&redis, "validate-ok", 1..=N, 2).await;
     assert!(
         validate.started.elapsed() < SECS(5),
@@ -855,18 +852,9 @@ async fn migrate_validate_fails_naming_the_messages_an_endpoint_never_got() {
         base_toml(&redis, "t-mig-validate-gap") + &endpoint_toml("site", &rx.url("/hook"), "");
     let bridge = Bridge::start(&config).await;
 
-    let mut validate = Background::spawn(
-        "migrate-validate.sh",
-        &[
-            "--config",
-            bridge.config_path(),
-            "--duration",
-            &format!("{WINDOW}s"),
-            "--grace",
-            "3s",
-        ],
-    );
-    wait_for_subscribers(&redis, DEFAULT_CHANNEL, 2, &validate).await;
+    let window = format!("{WINDOW}s");
+    let mut validate =
+        start_validate(&redis, &bridge, &["--duration", &window, "--grace", "3s"]).await;
     let delivered = publish_events(&redis, "gap", 1..=3, 2).await;
     rx.wait_for_count(3, PATIENCE).await;
     bridge.sigterm();
@@ -1063,7 +1051,7 @@ async fn migrate_plan_lists_channels_with_subscribers_and_lists_with_lengths() {
 
     let f = fixtures();
     let envelope = f["envelope"]["body"].as_str().unwrap();
-    let mut c = conn(&redis).await;
+    let mut c = redis.conn().await;
     for _ in 0..3 {
         let _: i64 = redis::cmd("LPUSH")
             .arg("hokusai:model_ready_queue")

@@ -10,14 +10,9 @@ use common::*;
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 async fn redis_cmd<T: redis::FromRedisValue>(redis: &RedisServer, args: &[&str]) -> T {
-    let mut conn = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to the test redis-server");
     redis::cmd(args[0])
         .arg(&args[1..])
-        .query_async(&mut conn)
+        .query_async(&mut redis.conn().await)
         .await
         .unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }

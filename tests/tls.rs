@@ -272,6 +272,27 @@ fn config_for(redis: &RedisServer, prefix: &str) -> String {
     base_toml(redis, prefix)
 }
 
+/// Waits (10 s at most) until `endpoint` failed at least `n` attempts; `what` names the wait.
+async fn wait_failed(bridge: &Bridge, endpoint: &str, n: u64, what: &str) {
+    wait_until(SECS(10), what, || async {
+        bridge.endpoint_status(endpoint).await["failed"]
+            .as_u64()
+            .unwrap_or(0)
+            >= n
+    })
+    .await;
+}
+
+/// Waits until `endpoint` failed 3 attempts, then asserts that it delivered nothing and
+/// dead-lettered nothing (its attempts are retried); returns its `/status`.
+async fn failing_and_retried(bridge: &Bridge, endpoint: &str, what: &str) -> serde_json::Value {
+    wait_failed(bridge, endpoint, 3, what).await;
+    let ep = bridge.endpoint_status(endpoint).await;
+    assert_eq!(ep["delivered"], 0, "{ep}");
+    assert_eq!(ep["dead_lettered"], 0, "retried, not dead-lettered: {ep}");
+    ep
+}
+
 // ---------------------------------------------------------------------------------------
 // Endpoint TLS
 // ---------------------------------------------------------------------------------------
@@ -309,20 +330,12 @@ async fn an_endpoint_with_a_private_ca_is_delivered_only_when_the_ca_is_configur
 
     // Without the CA the server's certificate is unknown: every attempt fails in the
     // handshake and is retried; nothing is delivered and nothing is dead-lettered yet.
-    wait_until(
-        SECS(10),
+    let ep = failing_and_retried(
+        &bridge,
+        "untrusted",
         "the untrusted endpoint failed 3 attempts",
-        || async {
-            bridge.endpoint_status("untrusted").await["failed"]
-                .as_u64()
-                .unwrap_or(0)
-                >= 3
-        },
     )
     .await;
-    let ep = bridge.endpoint_status("untrusted").await;
-    assert_eq!(ep["delivered"], 0, "{ep}");
-    assert_eq!(ep["dead_lettered"], 0, "retried, not dead-lettered: {ep}");
     let last_error = ep["last_error"].as_str().unwrap_or("").to_ascii_lowercase();
     assert!(
         last_error.contains("certificate") || last_error.contains("issuer"),
@@ -383,20 +396,12 @@ async fn mtls_delivers_with_the_client_certificate_and_the_receiver_rejects_a_cl
     .await;
     assert_eq!(rx.seen_at("/with-cert").len(), 1);
 
-    wait_until(
-        SECS(10),
+    failing_and_retried(
+        &bridge,
+        "without-cert",
         "the endpoint without failed 3 attempts",
-        || async {
-            bridge.endpoint_status("without-cert").await["failed"]
-                .as_u64()
-                .unwrap_or(0)
-                >= 3
-        },
     )
     .await;
-    let ep = bridge.endpoint_status("without-cert").await;
-    assert_eq!(ep["delivered"], 0, "{ep}");
-    assert_eq!(ep["dead_lettered"], 0, "retried, not dead-lettered: {ep}");
     assert!(
         rx.seen_at("/without-cert").is_empty(),
         "the receiver never handled a request without a client certificate"
@@ -431,13 +436,7 @@ async fn a_renewed_ca_file_is_used_after_a_reload_without_a_restart() {
     redis
         .publish(DEFAULT_CHANNEL, message("model.ready", 5))
         .await;
-    wait_until(SECS(10), "attempts fail against the old CA", || async {
-        bridge.endpoint_status("hook").await["failed"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 2
-    })
-    .await;
+    wait_failed(&bridge, "hook", 2, "attempts fail against the old CA").await;
     assert!(rx.seen().is_empty());
 
     // The certificate authority is renewed in place; the config file itself is unchanged.
@@ -866,11 +865,7 @@ async fn requirepass_through_the_registrys_redis_auth_token_delivers() {
 /// the bridge (its key prefix and the registry's keys and channels, no dangerous commands),
 /// then turns the default user off.
 async fn acl_user_only(redis: &RedisServer, user: &str, password: &str) {
-    let mut conn = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis.conn().await;
     let _: () = redis::cmd("ACL")
         .arg(
             &[

@@ -299,17 +299,20 @@ impl RedisServer {
         redis::Client::open(self.url()).expect("redis client")
     }
 
-    /// PUBLISHes `body` to `channel`; returns the number of subscribers that got it.
-    pub async fn publish(&self, channel: &str, body: impl AsRef<[u8]>) -> i64 {
-        let mut conn = self
-            .client()
+    /// A new async connection to this server.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        self.client()
             .get_multiplexed_async_connection()
             .await
-            .expect("connect to the test redis-server");
+            .expect("connect to the test redis-server")
+    }
+
+    /// PUBLISHes `body` to `channel`; returns the number of subscribers that got it.
+    pub async fn publish(&self, channel: &str, body: impl AsRef<[u8]>) -> i64 {
         redis::cmd("PUBLISH")
             .arg(channel)
             .arg(body.as_ref())
-            .query_async(&mut conn)
+            .query_async(&mut self.conn().await)
             .await
             .expect("PUBLISH")
     }
@@ -742,6 +745,18 @@ impl Bridge {
     pub fn sigterm(&self) {
         let pid = self.lock().as_ref().expect("bridge running").pid();
         sigterm_pid(pid);
+    }
+
+    /// Sends SIGTERM, waits (`timeout` at most) until the process exits, and asserts that it
+    /// exited 0.
+    pub async fn stop(&self, timeout: Duration) {
+        self.sigterm();
+        let status = self.wait_exit(timeout).await;
+        assert!(
+            status.success(),
+            "after SIGTERM the bridge exits 0, got {status}\n{}",
+            self.logs()
+        );
     }
 
     /// Sends SIGHUP (config reload).
