@@ -657,6 +657,19 @@ mod tests {
     const NOW: i64 = 1_764_342_000;
     const BODY: &[u8] = br#"{"model_id":"m","event_type":"model_ready"}"#;
 
+    /// standard-webhooks headers for `BODY` at `NOW`, id `msg_1`, with the first secret.
+    fn standard_signed(secrets: &[Secret]) -> Vec<(&'static str, String)> {
+        sign(
+            Scheme::StandardWebhooks,
+            secrets,
+            false,
+            BODY,
+            NOW,
+            "",
+            "msg_1",
+        )
+    }
+
     fn v2_headers(secrets: &[Secret], body: &[u8], ts: i64) -> HeaderMap {
         header_map(&sign(
             Scheme::HokusaiV2,
@@ -1005,15 +1018,7 @@ mod tests {
     #[test]
     fn rejects_an_empty_v1_entry_in_standard_webhooks() {
         let secrets = [secret("s3cret")];
-        let good = sign(
-            Scheme::StandardWebhooks,
-            &secrets,
-            false,
-            BODY,
-            NOW,
-            "",
-            "msg_1",
-        );
+        let good = standard_signed(&secrets);
         let good_sig = value_of(&good, HEADER_WEBHOOK_SIGNATURE).to_owned();
         for bad in [
             "v1,".to_owned(),
@@ -1078,15 +1083,7 @@ mod tests {
     #[test]
     fn rejects_a_truncated_base64_signature() {
         let secrets = [secret("s3cret")];
-        let good = sign(
-            Scheme::StandardWebhooks,
-            &secrets,
-            false,
-            BODY,
-            NOW,
-            "",
-            "msg_1",
-        );
+        let good = standard_signed(&secrets);
         let tag = STANDARD
             .decode(&value_of(&good, HEADER_WEBHOOK_SIGNATURE)["v1,".len()..])
             .unwrap();
@@ -1143,15 +1140,7 @@ mod tests {
                 Err(VerifyError::DuplicateHeader(name))
             );
         }
-        let good = sign(
-            Scheme::StandardWebhooks,
-            &secrets,
-            false,
-            BODY,
-            NOW,
-            "",
-            "msg_1",
-        );
+        let good = standard_signed(&secrets);
         let mut headers = header_map(&good);
         headers.append(
             HEADER_WEBHOOK_SIGNATURE,
@@ -1177,15 +1166,7 @@ mod tests {
             Err(VerifyError::WrongVersion)
         );
 
-        let good = sign(
-            Scheme::StandardWebhooks,
-            &secrets,
-            false,
-            BODY,
-            NOW,
-            "",
-            "msg_1",
-        );
+        let good = standard_signed(&secrets);
         let v2 = value_of(&good, HEADER_WEBHOOK_SIGNATURE).replacen("v1,", "v2,", 1);
         assert_eq!(
             verify(None, &standard_headers(&v2), BODY, &secrets, NOW, 300),
@@ -1196,15 +1177,7 @@ mod tests {
     #[test]
     fn ignores_unknown_versions_next_to_a_valid_signature() {
         let secrets = [secret("s3cret")];
-        let good = sign(
-            Scheme::StandardWebhooks,
-            &secrets,
-            false,
-            BODY,
-            NOW,
-            "",
-            "msg_1",
-        );
+        let good = standard_signed(&secrets);
         let mixed = format!("v1a,AAAA {}", value_of(&good, HEADER_WEBHOOK_SIGNATURE));
         verify(None, &standard_headers(&mixed), BODY, &secrets, NOW, 300).unwrap();
     }
