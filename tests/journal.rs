@@ -1,8 +1,10 @@
-//! The durable journal at the library level, against a real `redis-server`: one script call
+//! The durable journal against a real `redis-server`. At the library level: one script call
 //! per ingest batch records each idempotency key, appends the message to the streams of the
-//! endpoints it goes to and notes it in their ledgers. These tests check what the call
-//! returns and what lands in Redis: entries, fields, ledger, repeats within and across
-//! batches, fan-out, and a batch large enough that the ledger is written in chunks.
+//! endpoints it goes to and notes it in their ledgers; the tests check what the call returns
+//! and what a queue read gets back: every field, the ledger, repeats within and across
+//! batches, fan-out, and a batch large enough that the ledger is written in chunks. With the
+//! built binary: entries and retries written in the earlier one-field-per-item format (what
+//! a replica of an older version leaves behind) are delivered after an upgrade.
 
 mod common;
 
@@ -14,8 +16,9 @@ use common::*;
 use redis::aio::ConnectionManager;
 use redis_webhook_bridge::dlq::unix_ms;
 use redis_webhook_bridge::ingest::Message;
+use redis_webhook_bridge::queue::Job;
 use redis_webhook_bridge::queue::redis::{
-    JOURNAL_LUA, JournalEndpoint, QueueKeys, journal_cmd, parse_entries,
+    JOURNAL_LUA, JournalEndpoint, QueueKeys, journal_cmd, parse_jobs,
 };
 
 const WINDOW_MS: u64 = 60_000;
@@ -69,18 +72,40 @@ async fn journal(
     fresh.into_iter().map(|x| x == 1).collect()
 }
 
-/// The idempotency keys in `stream`, in order.
-async fn stream_keys(conn: &mut ConnectionManager, stream: &str) -> Vec<String> {
-    let v: redis::Value = redis::cmd("XRANGE")
+/// Every job in `stream`, in order, read the way a worker reads them (a consumer group read
+/// from the start; each call uses a group of its own).
+async fn stream_jobs(conn: &mut ConnectionManager, stream: &str) -> Vec<Job> {
+    let group = format!("test-{}", uuid::Uuid::new_v4());
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
         .arg(stream)
-        .arg("-")
-        .arg("+")
+        .arg(&group)
+        .arg("0")
         .query_async(conn)
         .await
-        .expect("XRANGE");
-    parse_entries(v)
+        .expect("XGROUP CREATE");
+    let v: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(&group)
+        .arg("reader")
+        .arg("STREAMS")
+        .arg(stream)
+        .arg(">")
+        .query_async(conn)
+        .await
+        .expect("XREADGROUP");
+    parse_jobs(v)
         .into_iter()
-        .map(|(_, f)| String::from_utf8(f.expect("fields").remove("k").expect("k")).expect("utf-8"))
+        .map(|(id, job)| job.unwrap_or_else(|| panic!("entry {id} has fields")))
+        .collect()
+}
+
+/// The idempotency keys in `stream`, in order.
+async fn stream_keys(conn: &mut ConnectionManager, stream: &str) -> Vec<String> {
+    stream_jobs(conn, stream)
+        .await
+        .into_iter()
+        .map(|j| j.msg.idempotency_key.clone())
         .collect()
 }
 
@@ -135,26 +160,21 @@ async fn one_call_journals_a_batch_once_per_key_into_each_matching_endpoint() {
         .unwrap();
     assert!(seen, "a message for no endpoint is still recorded as seen");
 
-    // Every field a worker needs is in the entry.
-    let v: redis::Value = redis::cmd("XRANGE")
-        .arg(&two.stream)
-        .arg("-")
-        .arg("+")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(&mut conn)
+    // Every field a worker needs comes back from the entry.
+    let job = stream_jobs(&mut conn, &two.stream)
         .await
-        .unwrap();
-    let (_, fields) = parse_entries(v).pop().expect("an entry");
-    let fields = fields.expect("fields");
-    let text = |k: &str| String::from_utf8(fields[k].clone()).unwrap();
-    assert_eq!(text("e"), "model.ready");
-    assert_eq!(text("s"), "registry");
-    assert_eq!(text("c"), "hokusai:events");
-    assert_eq!(text("b").as_bytes(), &a.body[..]);
-    assert_eq!(text("t"), a.traceparent.clone().unwrap());
-    assert_eq!(text("a"), "0");
-    assert!(text("r").parse::<u64>().unwrap() > 0);
+        .into_iter()
+        .next()
+        .expect("an entry");
+    assert_eq!(job.msg.idempotency_key, "key-a");
+    assert_eq!(job.msg.event_type, "model.ready");
+    assert_eq!(&*job.msg.source, "registry");
+    assert_eq!(job.msg.channel, "hokusai:events");
+    assert_eq!(job.msg.body, a.body);
+    assert_eq!(job.msg.traceparent, a.traceparent);
+    assert_eq!(unix_ms(job.msg.received_at), unix_ms(a.received_at));
+    assert_eq!((job.attempts, job.last_status), (0, None));
+    assert!(job.queue_id.is_some());
 
     // The same batch sent again (as after a lost reply) finds every key seen.
     let fresh = journal(
@@ -178,4 +198,108 @@ async fn one_call_journals_a_batch_once_per_key_into_each_matching_endpoint() {
     assert_eq!(keys.len(), 701);
     assert_eq!(keys[1], "bulk-000");
     assert_eq!(keys[700], "bulk-699", "journaled in batch order");
+}
+
+/// `XADD stream * field value …`.
+async fn xadd(conn: &mut ConnectionManager, stream: &str, fields: &[(&str, &str)]) {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(stream).arg("*");
+    for (f, v) in fields {
+        cmd.arg(*f).arg(*v);
+    }
+    let _: String = cmd.query_async(conn).await.expect("XADD");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_and_retries_left_in_the_earlier_format_are_delivered_after_an_upgrade() {
+    let prefix = "jr-upgrade";
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    let mut conn = manager(&redis).await;
+    let (stream, retry) = (format!("{prefix}:q:site"), format!("{prefix}:retry:site"));
+    let received = (now_ms() - 5_000).to_string();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+
+    // An entry an older replica journaled (one field per item) and nobody read yet.
+    let entry_body = r#"{"idempotency_key":"old-entry","n":1}"#;
+    xadd(
+        &mut conn,
+        &stream,
+        &[
+            ("k", "old-entry"),
+            ("e", "model.ready"),
+            ("s", "registry"),
+            ("c", "hokusai:events"),
+            ("b", entry_body),
+            ("r", &received),
+            ("t", ""),
+            ("a", "0"),
+        ],
+    )
+    .await;
+    // A retry an older replica scheduled (a JSON member) after two failed attempts, due now.
+    let retry_body = r#"{"idempotency_key":"old-retry","n":2}"#;
+    let member = serde_json::json!({
+        "k": "old-retry", "e": "model.retired", "s": "registry", "c": "hokusai:events",
+        "b": retry_body, "r": received, "t": traceparent, "a": "2", "st": "503",
+        "er": "HTTP 503", "id": "1-1",
+    })
+    .to_string();
+    let _: i64 = redis::cmd("ZADD")
+        .arg(&retry)
+        .arg(now_ms())
+        .arg(&member)
+        .query_async(&mut conn)
+        .await
+        .expect("ZADD");
+
+    let bridge =
+        Bridge::start(&(base_toml(&redis, prefix) + &endpoint_toml("site", &rx.url("/hook"), "")))
+            .await;
+    let reqs = rx
+        .wait_for_count(2, std::time::Duration::from_secs(30))
+        .await;
+    assert_eq!(reqs.len(), 2, "each delivered once\n{}", bridge.logs());
+    let by_key = |k: &str| {
+        reqs.iter()
+            .find(|r| r.idempotency_key() == k)
+            .unwrap_or_else(|| panic!("{k} was delivered\n{}", bridge.logs()))
+    };
+    let entry = by_key("old-entry");
+    assert_eq!(std::str::from_utf8(&entry.body).unwrap(), entry_body);
+    assert_eq!(entry.header("x-hokusai-event"), "model.ready");
+    assert_eq!(entry.attempt(), 1);
+    let retried = by_key("old-retry");
+    assert_eq!(std::str::from_utf8(&retried.body).unwrap(), retry_body);
+    assert_eq!(retried.header("x-hokusai-event"), "model.retired");
+    assert_eq!(retried.attempt(), 3, "the two earlier attempts count");
+    assert!(
+        retried.header("traceparent").contains(trace_id),
+        "the trace continues: {}",
+        retried.header("traceparent")
+    );
+
+    // Both settled: acknowledged and deleted, nothing left waiting, nothing dead-lettered.
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the queue and the retry set are empty",
+        || {
+            let mut c = conn.clone();
+            let (stream, retry) = (stream.clone(), retry.clone());
+            async move {
+                let (len, waiting): (u64, u64) = redis::pipe()
+                    .cmd("XLEN")
+                    .arg(&stream)
+                    .cmd("ZCARD")
+                    .arg(&retry)
+                    .query_async(&mut c)
+                    .await
+                    .expect("XLEN, ZCARD");
+                len == 0 && waiting == 0
+            }
+        },
+    )
+    .await;
+    assert!(bridge.dlq_entries(&[]).is_empty(), "{}", bridge.logs());
 }

@@ -69,18 +69,156 @@ impl QueueKeys {
     }
 }
 
-/// Field names of a journaled job (short: they are stored with every entry).
+/// How a job is stored. A stream entry has two fields: `m`, everything but the body packed by
+/// [`encode_meta`], and `b`, the body as it is; reading it back decodes five RESP values
+/// instead of one per item. A retry-set member is `<n>:<entry id><n>:<meta><body>` (`<n>`: the
+/// length in bytes of what follows the colon).
+///
+/// Earlier versions stored one field per item (`k`, `e`, `s`, `c`, `b`, `r`, `t`, `a`, `st`,
+/// `er`) and a JSON object of those in the retry set. Both are still read, so what an older
+/// replica journaled or scheduled before an upgrade is delivered by a newer one.
 mod field {
+    pub const META: &str = "m";
+    pub const BODY: &str = "b";
+    // The earlier format's fields.
     pub const KEY: &str = "k";
     pub const EVENT: &str = "e";
     pub const SOURCE: &str = "s";
     pub const CHANNEL: &str = "c";
-    pub const BODY: &str = "b";
     pub const RECEIVED: &str = "r";
     pub const TRACE: &str = "t";
     pub const ATTEMPTS: &str = "a";
     pub const STATUS: &str = "st";
     pub const ERROR: &str = "er";
+}
+
+/// The format tag `m` starts with. A later format may only append parts, so that a reader of
+/// this one still finds its parts where it expects them.
+const META_TAG: &[u8] = b"1;";
+
+/// Appends `n` in decimal.
+fn push_num(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends `<len>:<part>`.
+fn push_part(out: &mut Vec<u8>, part: &[u8]) {
+    push_num(out, part.len() as u64);
+    out.push(b':');
+    out.extend_from_slice(part);
+}
+
+/// Appends a number as a part.
+fn push_num_part(out: &mut Vec<u8>, n: u64) {
+    let mut text = Vec::with_capacity(20);
+    push_num(&mut text, n);
+    push_part(out, &text);
+}
+
+/// Appends a job's metadata (the `m` field): the format tag, then as parts the idempotency
+/// key, event type, source, channel, receipt time (ms), traceparent, attempts made, last
+/// status and last error (empty when absent).
+pub fn encode_meta(
+    out: &mut Vec<u8>,
+    msg: &Message,
+    attempts: u32,
+    last_status: Option<u16>,
+    last_error: Option<&str>,
+) {
+    out.extend_from_slice(META_TAG);
+    push_part(out, msg.idempotency_key.as_bytes());
+    push_part(out, msg.event_type.as_bytes());
+    push_part(out, msg.source.as_bytes());
+    push_part(out, msg.channel.as_bytes());
+    push_num_part(out, crate::dlq::unix_ms(msg.received_at));
+    push_part(out, msg.traceparent.as_deref().unwrap_or("").as_bytes());
+    push_num_part(out, attempts.into());
+    match last_status {
+        Some(s) => push_num_part(out, s.into()),
+        None => push_part(out, b""),
+    }
+    push_part(out, last_error.unwrap_or("").as_bytes());
+}
+
+/// Reads the parts [`encode_meta`] wrote, in order; a missing or malformed part reads as
+/// empty.
+struct MetaParts<'a>(&'a [u8]);
+
+impl<'a> MetaParts<'a> {
+    fn new(meta: &'a [u8]) -> Self {
+        // Skip the format tag (`<digits>;`).
+        let body = match meta.iter().position(|&b| b == b';') {
+            Some(i) if meta[..i].iter().all(u8::is_ascii_digit) => &meta[i + 1..],
+            _ => meta,
+        };
+        Self(body)
+    }
+
+    fn next_bytes(&mut self) -> &'a [u8] {
+        let Some(colon) = self.0.iter().position(|&b| b == b':') else {
+            self.0 = &[];
+            return &[];
+        };
+        let len = std::str::from_utf8(&self.0[..colon])
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok());
+        let start = colon + 1;
+        match len.and_then(|n| Some((n, self.0.get(start..start.checked_add(n)?)?))) {
+            Some((n, part)) => {
+                self.0 = &self.0[start + n..];
+                part
+            }
+            None => {
+                self.0 = &[];
+                &[]
+            }
+        }
+    }
+
+    fn text(&mut self) -> String {
+        String::from_utf8_lossy(self.next_bytes()).into_owned()
+    }
+}
+
+/// The job an entry in the two-field format holds; the body buffer becomes the job's body.
+fn job_from_meta(id: String, meta: &[u8], body: Vec<u8>) -> Job {
+    let mut p = MetaParts::new(meta);
+    let idempotency_key = p.text();
+    let event_type = p.text();
+    let source = Arc::from(p.text().as_str());
+    let channel = p.text();
+    let received_ms: u64 = p.text().parse().unwrap_or(0);
+    let trace = p.text();
+    let attempts = p.text().parse().unwrap_or(0);
+    let status = p.text();
+    let error = p.text();
+    let msg = Message {
+        idempotency_key,
+        event_type,
+        source,
+        channel,
+        body: Bytes::from(body),
+        received_at: UNIX_EPOCH + Duration::from_millis(received_ms),
+        traceparent: (!trace.is_empty()).then_some(trace),
+    };
+    Job {
+        msg: Arc::new(msg),
+        attempts,
+        last_status: status.parse().ok(),
+        last_error: (!error.is_empty()).then_some(error),
+        replay_of: None,
+        queue_id: Some(id),
+    }
 }
 
 /// Records each message's idempotency key and journals it into the streams of its endpoints,
@@ -89,9 +227,9 @@ mod field {
 /// is lost and is sent again only finds its keys seen.
 ///
 /// KEYS: the m seen keys, then per endpoint its stream and ledger set. ARGV: window ms, now
-/// ms, m; then per message: n targets, n endpoint indices (from 1), then key, event, source,
-/// channel, body, received ms and traceparent. Returns per message 1 (journaled) or 0 (the
-/// key was seen within the window).
+/// ms, m; then per message: n targets, n endpoint indices (from 1), then the key, the entry's
+/// `m` field ([`encode_meta`]) and the body. Returns per message 1 (journaled) or 0 (the key
+/// was seen within the window).
 pub const JOURNAL_LUA: &str = r#"
 local window, now, m = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local fresh = {}
@@ -106,9 +244,7 @@ for i = 1, m do
     local k = ARGV[a]
     for j = 0, nt - 1 do
       local ep = tonumber(ARGV[t0 + j])
-      redis.call('XADD', KEYS[m + 2 * ep - 1], '*', 'k', k, 'e', ARGV[a + 1],
-        's', ARGV[a + 2], 'c', ARGV[a + 3], 'b', ARGV[a + 4], 'r', ARGV[a + 5],
-        't', ARGV[a + 6], 'a', '0')
+      redis.call('XADD', KEYS[m + 2 * ep - 1], '*', 'm', ARGV[a + 1], 'b', ARGV[a + 2])
       local l = ledger[ep]
       if not l then l = {} ledger[ep] = l end
       l[#l + 1] = now
@@ -117,7 +253,7 @@ for i = 1, m do
   else
     fresh[i] = 0
   end
-  a = a + 7
+  a = a + 3
 end
 -- One ZADD per ledger set (in chunks that fit Lua's stack) instead of one per message.
 for ep, l in pairs(ledger) do
@@ -160,19 +296,18 @@ pub fn journal_cmd(
         cmd.arg(e.stream).arg(e.ledger);
     }
     cmd.arg(window_ms).arg(now_ms).arg(msgs.len());
+    let mut meta = Vec::with_capacity(256);
     for (m, targets) in msgs {
         cmd.arg(targets.len());
         for i in targets {
             cmd.arg(i + 1);
         }
+        meta.clear();
+        encode_meta(&mut meta, m, 0, None, None);
         // The body goes straight into the command buffer, not copied first.
         cmd.arg(&m.idempotency_key)
-            .arg(&m.event_type)
-            .arg(&*m.source)
-            .arg(&m.channel)
-            .arg(m.body.as_ref())
-            .arg(crate::dlq::unix_ms(m.received_at))
-            .arg(m.traceparent.as_deref().unwrap_or(""));
+            .arg(meta.as_slice())
+            .arg(m.body.as_ref());
     }
     cmd
 }
@@ -239,17 +374,52 @@ enum Ack {
 }
 
 /// Moves due jobs from the retry set back into the stream. KEYS: retry set, stream.
-/// ARGV: now ms, limit. Members are JSON objects of the job's fields.
+/// ARGV: now ms, limit. Members are `<n>:<entry id><n>:<meta><body>` (see [`field`]), or JSON
+/// objects of the entry's fields when an earlier version scheduled them. A member that is
+/// neither stays where it is.
 const MOVE_LUA: &str = r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local moved = 0
 for _, m in ipairs(due) do
-  local j = cjson.decode(m)
-  redis.call('XADD', KEYS[2], '*', 'k', j.k, 'e', j.e, 's', j.s, 'c', j.c, 'b', j.b,
-    'r', j.r, 't', j.t, 'a', j.a, 'st', j.st, 'er', j.er)
-  redis.call('ZREM', KEYS[1], m)
+  if string.sub(m, 1, 1) == '{' then
+    local j = cjson.decode(m)
+    redis.call('XADD', KEYS[2], '*', 'k', j.k, 'e', j.e, 's', j.s, 'c', j.c, 'b', j.b,
+      'r', j.r, 't', j.t, 'a', j.a, 'st', j.st, 'er', j.er)
+    redis.call('ZREM', KEYS[1], m)
+    moved = moved + 1
+  else
+    local n = tonumber(string.match(m, '^(%d+):'))
+    local p = n and (string.find(m, ':', 1, true) + 1 + n)
+    local mn = p and tonumber(string.match(m, '^(%d+):', p))
+    if mn then
+      local q = string.find(m, ':', p, true) + 1
+      redis.call('XADD', KEYS[2], '*', 'm', string.sub(m, q, q + mn - 1), 'b', string.sub(m, q + mn))
+      redis.call('ZREM', KEYS[1], m)
+      moved = moved + 1
+    end
+  end
 end
-return #due
+return moved
 "#;
+
+/// A retry-set member for `job`: `<n>:<entry id><n>:<meta><body>`. The entry id keeps the
+/// member unique even if the same job is scheduled twice.
+pub fn retry_member(job: &Job) -> Vec<u8> {
+    let mut meta = Vec::with_capacity(256);
+    encode_meta(
+        &mut meta,
+        &job.msg,
+        job.attempts,
+        job.last_status,
+        job.last_error.as_deref(),
+    );
+    let id = job.queue_id.as_deref().unwrap_or("");
+    let mut member = Vec::with_capacity(meta.len() + job.msg.body.len() + id.len() + 16);
+    push_part(&mut member, id.as_bytes());
+    push_part(&mut member, &meta);
+    member.extend_from_slice(&job.msg.body);
+    member
+}
 
 /// One endpoint's durable queue, as seen by this replica.
 pub struct RedisQueue {
@@ -351,21 +521,7 @@ impl RedisQueue {
     /// Moves a job from the stream into the retry set, due in `delay`, in one MULTI.
     pub async fn retry_in(&self, job: &Job, delay: Duration) -> redis::RedisResult<()> {
         let due = now_ms() + delay.as_millis() as u64;
-        let member = serde_json::json!({
-            "k": job.msg.idempotency_key,
-            "e": job.msg.event_type,
-            "s": &*job.msg.source,
-            "c": job.msg.channel,
-            "b": String::from_utf8_lossy(&job.msg.body),
-            "r": crate::dlq::unix_ms(job.msg.received_at).to_string(),
-            "t": job.msg.traceparent.clone().unwrap_or_default(),
-            "a": job.attempts.to_string(),
-            "st": job.last_status.map(|s| s.to_string()).unwrap_or_default(),
-            "er": job.last_error.clone().unwrap_or_default(),
-            // Makes the member unique even if the same job is scheduled twice.
-            "id": job.queue_id.clone().unwrap_or_default(),
-        })
-        .to_string();
+        let member = retry_member(job);
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("ZADD")
@@ -418,7 +574,7 @@ impl RedisQueue {
             let entries = match reply {
                 Ok(v) => {
                     backoff = Duration::from_millis(100);
-                    parse_read_reply(v)
+                    parse_jobs(v)
                 }
                 Err(e) => {
                     if e.code() == Some("NOGROUP") {
@@ -439,13 +595,12 @@ impl RedisQueue {
                 cursor = ">";
             }
             let mut permit = Some(permit);
-            for (id, fields) in entries {
-                let Some(fields) = fields else {
+            for (id, job) in entries {
+                let Some(job) = job else {
                     // Deleted while pending (e.g. by a settled duplicate claim): just ack it.
                     let _ = self.ack_tx.send(Ack::Entry(id));
                     continue;
                 };
-                let job = job_from_fields(id, fields);
                 match permit.take() {
                     Some(p) => p.send(job),
                     None => {
@@ -847,8 +1002,9 @@ fn into_string(v: Value) -> Option<String> {
     }
 }
 
-/// `[[id, [f, v, …]], …]` (or `[id, nil]` for deleted entries).
-pub fn parse_entries(v: Value) -> Vec<(String, Option<Fields>)> {
+/// `[[id, [f, v, …]], …]` (or `[id, nil]` for deleted entries), each entry's field/value list
+/// as it came.
+fn raw_entries(v: Value) -> Vec<(String, Option<Vec<Value>>)> {
     let Value::Array(items) = v else {
         return Vec::new();
     };
@@ -869,16 +1025,7 @@ pub fn parse_entries(v: Value) -> Vec<(String, Option<Fields>)> {
             continue;
         };
         let fields = match fields_v {
-            Value::Array(kv) => {
-                let mut m = HashMap::with_capacity(kv.len() / 2);
-                let mut it = kv.into_iter();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    if let (Some(k), Value::BulkString(v)) = (into_string(k), v) {
-                        m.insert(k, v);
-                    }
-                }
-                Some(m)
-            }
+            Value::Array(kv) => Some(kv),
             _ => None,
         };
         out.push((id, fields));
@@ -886,18 +1033,78 @@ pub fn parse_entries(v: Value) -> Vec<(String, Option<Fields>)> {
     out
 }
 
-/// XREADGROUP reply: `[[stream, entries]]` (RESP2) or a map (RESP3); nil on timeout.
-pub fn parse_read_reply(v: Value) -> Vec<(String, Option<Fields>)> {
+/// An entry's field/value list as a map (the last value wins).
+fn fields_of(kv: Vec<Value>) -> Fields {
+    let mut m = HashMap::with_capacity(kv.len() / 2);
+    let mut it = kv.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        if let (Some(k), Value::BulkString(v)) = (into_string(k), v) {
+            m.insert(k, v);
+        }
+    }
+    m
+}
+
+/// `[[id, [f, v, …]], …]` (or `[id, nil]` for deleted entries).
+pub fn parse_entries(v: Value) -> Vec<(String, Option<Fields>)> {
+    raw_entries(v)
+        .into_iter()
+        .map(|(id, kv)| (id, kv.map(fields_of)))
+        .collect()
+}
+
+/// The entries of an XREADGROUP reply: `[[stream, entries]]` (RESP2) or a map (RESP3); nil
+/// on timeout.
+fn raw_read_reply(v: Value) -> Vec<(String, Option<Vec<Value>>)> {
     match v {
         Value::Array(streams) => streams
             .into_iter()
             .flat_map(|s| match s {
-                Value::Array(mut kv) if kv.len() == 2 => parse_entries(kv.swap_remove(1)),
+                Value::Array(mut kv) if kv.len() == 2 => raw_entries(kv.swap_remove(1)),
                 _ => Vec::new(),
             })
             .collect(),
-        Value::Map(kv) => kv.into_iter().flat_map(|(_, e)| parse_entries(e)).collect(),
+        Value::Map(kv) => kv.into_iter().flat_map(|(_, e)| raw_entries(e)).collect(),
         _ => Vec::new(),
+    }
+}
+
+/// XREADGROUP reply: `[[stream, entries]]` (RESP2) or a map (RESP3); nil on timeout.
+pub fn parse_read_reply(v: Value) -> Vec<(String, Option<Fields>)> {
+    raw_read_reply(v)
+        .into_iter()
+        .map(|(id, kv)| (id, kv.map(fields_of)))
+        .collect()
+}
+
+/// The jobs of a queue read (`None` for an entry deleted while pending), in either format
+/// (see [`field`]).
+pub fn parse_jobs(v: Value) -> Vec<(String, Option<Job>)> {
+    raw_read_reply(v)
+        .into_iter()
+        .map(|(id, kv)| {
+            let job = kv.map(|kv| job_from_values(id.clone(), kv));
+            (id, job)
+        })
+        .collect()
+}
+
+/// The job an entry's field/value list holds: straight from `[m, meta, b, body]` as this
+/// version writes it, through a map otherwise.
+fn job_from_values(id: String, kv: Vec<Value>) -> Job {
+    match <[Value; 4]>::try_from(kv) {
+        Ok(
+            [
+                Value::BulkString(f1),
+                Value::BulkString(meta),
+                Value::BulkString(f2),
+                Value::BulkString(body),
+            ],
+        ) if f1 == field::META.as_bytes() && f2 == field::BODY.as_bytes() => {
+            job_from_meta(id, &meta, body)
+        }
+        Ok(four) => job_from_fields(id, fields_of(four.into())),
+        Err(kv) => job_from_fields(id, fields_of(kv)),
     }
 }
 
@@ -933,9 +1140,13 @@ fn pending_ids(v: &Value) -> Vec<String> {
         .collect()
 }
 
-/// The job an entry holds; takes the fields' buffers instead of copying them (the body
-/// becomes the job's `Bytes` as it is).
+/// The job an entry holds, in either format; takes the fields' buffers instead of copying
+/// them (the body becomes the job's `Bytes` as it is).
 fn job_from_fields(id: String, mut f: Fields) -> Job {
+    if let Some(meta) = f.remove(field::META) {
+        let body = f.remove(field::BODY).unwrap_or_default();
+        return job_from_meta(id, &meta, body);
+    }
     let mut text = |k: &str| match f.remove(k) {
         Some(b) => String::from_utf8(b)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
@@ -966,5 +1177,137 @@ fn job_from_fields(id: String, mut f: Fields) -> Job {
         last_error: (!error.is_empty()).then_some(error),
         replay_of: None,
         queue_id: Some(id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &[u8]) -> Value {
+        Value::BulkString(s.to_vec())
+    }
+
+    fn tricky() -> Message {
+        Message {
+            // Colons, semicolons, digits and non-ASCII where the format uses them as markers.
+            idempotency_key: "12:ab;3:c".into(),
+            event_type: "model.ready".into(),
+            source: Arc::from("registry;1:"),
+            channel: "hokusai:events:é".into(),
+            body: Bytes::from_static(b"{\"a\":\"1:2;3\"}\n\xff"),
+            received_at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        }
+    }
+
+    fn assert_same(job: &Job, msg: &Message) {
+        assert_eq!(job.msg.idempotency_key, msg.idempotency_key);
+        assert_eq!(job.msg.event_type, msg.event_type);
+        assert_eq!(job.msg.source, msg.source);
+        assert_eq!(job.msg.channel, msg.channel);
+        assert_eq!(job.msg.body, msg.body);
+        assert_eq!(job.msg.received_at, msg.received_at);
+        assert_eq!(job.msg.traceparent, msg.traceparent);
+    }
+
+    #[test]
+    fn an_entry_round_trips_every_field_whatever_bytes_they_hold() {
+        let msg = tricky();
+        let mut meta = Vec::new();
+        encode_meta(
+            &mut meta,
+            &msg,
+            3,
+            Some(503),
+            Some("HTTP 503: busy: try later"),
+        );
+        let kv = vec![bulk(b"m"), bulk(&meta), bulk(b"b"), bulk(&msg.body)];
+        let job = job_from_values("5-1".into(), kv);
+        assert_same(&job, &msg);
+        assert_eq!(job.attempts, 3);
+        assert_eq!(job.last_status, Some(503));
+        assert_eq!(job.last_error.as_deref(), Some("HTTP 503: busy: try later"));
+        assert_eq!(job.queue_id.as_deref(), Some("5-1"));
+
+        // Nothing to report yet, no traceparent: absent, not empty strings.
+        let fresh = Message {
+            traceparent: None,
+            ..tricky()
+        };
+        meta.clear();
+        encode_meta(&mut meta, &fresh, 0, None, None);
+        let mut fields = Fields::new();
+        fields.insert("m".into(), meta.clone());
+        fields.insert("b".into(), fresh.body.to_vec());
+        // Through the map as well (the claim path reads entries that way).
+        let job = job_from_fields("5-2".into(), fields);
+        assert_same(&job, &fresh);
+        assert_eq!(
+            (job.attempts, job.last_status, job.last_error),
+            (0, None, None)
+        );
+    }
+
+    #[test]
+    fn an_entry_in_the_earlier_one_field_per_item_format_reads_as_the_same_job() {
+        let msg = tricky();
+        let kv: Vec<Value> = [
+            ("k", msg.idempotency_key.as_bytes()),
+            ("e", msg.event_type.as_bytes()),
+            ("s", msg.source.as_bytes()),
+            ("c", msg.channel.as_bytes()),
+            ("b", &msg.body[..]),
+            ("r", b"1700000000123"),
+            ("t", msg.traceparent.as_deref().unwrap().as_bytes()),
+            ("a", b"2"),
+            ("st", b"502"),
+            ("er", b"HTTP 502"),
+        ]
+        .into_iter()
+        .flat_map(|(f, v)| [bulk(f.as_bytes()), bulk(v)])
+        .collect();
+        let job = job_from_values("7-0".into(), kv);
+        assert_same(&job, &msg);
+        assert_eq!(job.attempts, 2);
+        assert_eq!(job.last_status, Some(502));
+        assert_eq!(job.last_error.as_deref(), Some("HTTP 502"));
+    }
+
+    #[test]
+    fn a_cut_short_meta_keeps_the_parts_before_the_cut_and_leaves_the_rest_empty() {
+        let msg = tricky();
+        let mut meta = Vec::new();
+        encode_meta(&mut meta, &msg, 1, None, None);
+        // Cut inside the channel part.
+        let at = meta
+            .windows(msg.channel.len())
+            .position(|w| w == msg.channel.as_bytes())
+            .expect("the channel is in the meta");
+        let cut = at + 3;
+        let job = job_from_meta("1-0".into(), &meta[..cut], msg.body.to_vec());
+        assert_eq!(job.msg.idempotency_key, msg.idempotency_key);
+        assert_eq!(job.msg.event_type, msg.event_type);
+        assert_eq!(&*job.msg.source, &*msg.source);
+        assert_eq!(job.msg.channel, "", "the cut part");
+        assert_eq!(job.msg.traceparent, None);
+        assert_eq!(job.attempts, 0);
+        assert_eq!(job.msg.body, msg.body);
+    }
+
+    #[test]
+    fn a_retry_member_is_the_id_the_meta_and_the_body_each_findable_by_length() {
+        let mut job = Job::new(Arc::new(tricky()));
+        job.queue_id = Some("1700000000123-7".into());
+        job.attempts = 4;
+        job.last_status = Some(500);
+        let member = retry_member(&job);
+        let mut p = MetaParts(&member);
+        assert_eq!(p.next_bytes(), b"1700000000123-7");
+        let meta = p.next_bytes().to_vec();
+        assert_eq!(p.0, &job.msg.body[..], "the body is the rest, as it is");
+        let back = job_from_meta("9-9".into(), &meta, p.0.to_vec());
+        assert_same(&back, &job.msg);
+        assert_eq!((back.attempts, back.last_status), (4, Some(500)));
     }
 }
