@@ -71,6 +71,8 @@ pub struct EndpointState {
     pub last_error: Mutex<Option<String>>,
     /// 0 closed, 1 open, 2 half-open.
     pub circuit: AtomicU64,
+    /// The `bridge_queue_depth` gauge of this endpoint, looked up once (set after every job).
+    depth_gauge: std::sync::OnceLock<metrics::Gauge>,
 }
 
 impl EndpointState {
@@ -86,7 +88,9 @@ impl EndpointState {
     /// Records the queue depth (and the `bridge_queue_depth` gauge).
     pub fn queued_gauge(&self, depth: usize) {
         self.queued.store(depth as u64, Ordering::Relaxed);
-        metrics::gauge!(metric::QUEUE_DEPTH, "endpoint" => self.name.clone()).set(depth as f64);
+        self.depth_gauge
+            .get_or_init(|| metrics::gauge!(metric::QUEUE_DEPTH, "endpoint" => self.name.clone()))
+            .set(depth as f64);
     }
 
     /// Records a dead-lettered delivery.
