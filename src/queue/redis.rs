@@ -193,15 +193,21 @@ impl<'a> MetaParts<'a> {
 /// The job an entry in the two-field format holds; the body buffer becomes the job's body.
 fn job_from_meta(id: String, meta: &[u8], body: Vec<u8>) -> Job {
     let mut p = MetaParts::new(meta);
-    let idempotency_key = p.text();
-    let event_type = p.text();
-    let source = Arc::from(p.text().as_str());
-    let channel = p.text();
-    let received_ms: u64 = p.text().parse().unwrap_or(0);
-    let trace = p.text();
-    let attempts = p.text().parse().unwrap_or(0);
-    let status = p.text();
-    let error = p.text();
+    job_from_items(id, || p.text(), body)
+}
+
+/// A job from its stored items, taken in [`encode_meta`]'s order (key, event type, source,
+/// channel, receipt ms, traceparent, attempts, last status, last error), and its body.
+fn job_from_items(id: String, mut item: impl FnMut() -> String, body: Vec<u8>) -> Job {
+    let idempotency_key = item();
+    let event_type = item();
+    let source = Arc::from(item().as_str());
+    let channel = item();
+    let received_ms: u64 = item().parse().unwrap_or(0);
+    let trace = item();
+    let attempts = item().parse().unwrap_or(0);
+    let status = item();
+    let error = item();
     let msg = Message {
         idempotency_key,
         event_type,
@@ -1143,41 +1149,28 @@ fn pending_ids(v: &Value) -> Vec<String> {
 /// The job an entry holds, in either format; takes the fields' buffers instead of copying
 /// them (the body becomes the job's `Bytes` as it is).
 fn job_from_fields(id: String, mut f: Fields) -> Job {
+    let body = f.remove(field::BODY).unwrap_or_default();
     if let Some(meta) = f.remove(field::META) {
-        let body = f.remove(field::BODY).unwrap_or_default();
         return job_from_meta(id, &meta, body);
     }
-    let mut text = |k: &str| match f.remove(k) {
+    let mut items = [
+        field::KEY,
+        field::EVENT,
+        field::SOURCE,
+        field::CHANNEL,
+        field::RECEIVED,
+        field::TRACE,
+        field::ATTEMPTS,
+        field::STATUS,
+        field::ERROR,
+    ]
+    .into_iter();
+    let item = || match items.next().and_then(|k| f.remove(k)) {
         Some(b) => String::from_utf8(b)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
         None => String::new(),
     };
-    let received_ms: u64 = text(field::RECEIVED).parse().unwrap_or(0);
-    let trace = text(field::TRACE);
-    let idempotency_key = text(field::KEY);
-    let event_type = text(field::EVENT);
-    let source = Arc::from(text(field::SOURCE).as_str());
-    let channel = text(field::CHANNEL);
-    let attempts = text(field::ATTEMPTS).parse().unwrap_or(0);
-    let status = text(field::STATUS);
-    let error = text(field::ERROR);
-    let msg = Message {
-        idempotency_key,
-        event_type,
-        source,
-        channel,
-        body: Bytes::from(f.remove(field::BODY).unwrap_or_default()),
-        received_at: UNIX_EPOCH + Duration::from_millis(received_ms),
-        traceparent: (!trace.is_empty()).then_some(trace),
-    };
-    Job {
-        msg: Arc::new(msg),
-        attempts,
-        last_status: status.parse().ok(),
-        last_error: (!error.is_empty()).then_some(error),
-        replay_of: None,
-        queue_id: Some(id),
-    }
+    job_from_items(id, item, body)
 }
 
 #[cfg(test)]
