@@ -9,7 +9,8 @@
 # RSS while a 200,000-message backlog grows. See docs/PERFORMANCE.md.
 #
 # Environment: BENCH_N (20000 messages per throughput scenario), BENCH_BACKLOG (200000),
-# BENCH_LATENCY_RATE (1000 msg/s), BENCH_LATENCY_SECS (10). Works from any directory.
+# BENCH_LATENCY_RATE (1000 msg/s), BENCH_LATENCY_SECS (10), BENCH_REPEAT (3 runs per number),
+# BENCH_SINK_DELAY_MS (0: how long the sink takes to answer). Works from any directory.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
