@@ -18,7 +18,7 @@ use redis_webhook_bridge::dlq::unix_ms;
 use redis_webhook_bridge::ingest::Message;
 use redis_webhook_bridge::queue::Job;
 use redis_webhook_bridge::queue::redis::{
-    JOURNAL_LUA, JournalEndpoint, QueueKeys, journal_cmd, parse_jobs,
+    JOURNAL_LUA, JournalEndpoint, QueueKeys, Read, journal_cmd, parse_jobs,
 };
 
 const WINDOW_MS: u64 = 60_000;
@@ -96,7 +96,10 @@ async fn stream_jobs(conn: &mut ConnectionManager, stream: &str) -> Vec<Job> {
         .expect("XREADGROUP");
     parse_jobs(v)
         .into_iter()
-        .map(|(id, job)| job.unwrap_or_else(|| panic!("entry {id} has fields")))
+        .map(|entry| match entry {
+            Read::Job(job) => job,
+            Read::Deleted(id) => panic!("entry {id} has no fields"),
+        })
         .collect()
 }
 

@@ -96,33 +96,16 @@ mod field {
 /// this one still finds its parts where it expects them.
 const META_TAG: &[u8] = b"1;";
 
-/// Appends `n` in decimal.
-fn push_num(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
 /// Appends `<len>:<part>`.
 fn push_part(out: &mut Vec<u8>, part: &[u8]) {
-    push_num(out, part.len() as u64);
-    out.push(b':');
+    use std::io::Write as _;
+    let _ = write!(out, "{}:", part.len()); // writing to a Vec cannot fail
     out.extend_from_slice(part);
 }
 
 /// Appends a number as a part.
 fn push_num_part(out: &mut Vec<u8>, n: u64) {
-    let mut text = Vec::with_capacity(20);
-    push_num(&mut text, n);
-    push_part(out, &text);
+    push_part(out, n.to_string().as_bytes());
 }
 
 /// Appends a job's metadata (the `m` field): the format tag, then as parts the idempotency
@@ -601,11 +584,13 @@ impl RedisQueue {
                 cursor = ">";
             }
             let mut permit = Some(permit);
-            for (id, job) in entries {
-                let Some(job) = job else {
-                    // Deleted while pending (e.g. by a settled duplicate claim): just ack it.
-                    let _ = self.ack_tx.send(Ack::Entry(id));
-                    continue;
+            for entry in entries {
+                let job = match entry {
+                    Read::Job(job) => job,
+                    Read::Deleted(id) => {
+                        let _ = self.ack_tx.send(Ack::Entry(id));
+                        continue;
+                    }
                 };
                 match permit.take() {
                     Some(p) => p.send(job),
@@ -763,42 +748,34 @@ impl RedisQueue {
             }
             let now = now_ms();
             let mut ids: Vec<&str> = Vec::with_capacity(batch.len());
-            // One ZADD per ledger set for the whole batch.
-            let mut delivered = redis::cmd("ZADD");
-            delivered.arg(&self.keys.ledger.delivered);
-            let mut dead = redis::cmd("ZADD");
-            dead.arg(&self.keys.ledger.dead);
-            let (mut n_delivered, mut n_dead) = (0, 0);
+            // One ZADD per ledger set for the whole batch: (command, keys added).
+            let [mut delivered_note, mut dead_note] =
+                [&self.keys.ledger.delivered, &self.keys.ledger.dead].map(|set| {
+                    let mut zadd = redis::cmd("ZADD");
+                    zadd.arg(set);
+                    (zadd, 0usize)
+                });
             for a in &batch {
                 match a {
                     Ack::Entry(id) => ids.push(id),
-                    Ack::Settled {
-                        id,
-                        key,
-                        delivered: true,
-                    } => {
+                    Ack::Settled { id, key, delivered } => {
                         ids.push(id);
-                        delivered.arg(now).arg(key);
-                        n_delivered += 1;
-                    }
-                    Ack::Settled {
-                        id,
-                        key,
-                        delivered: false,
-                    } => {
-                        ids.push(id);
-                        dead.arg(now).arg(key);
-                        n_dead += 1;
+                        let (zadd, added) = if *delivered {
+                            &mut delivered_note
+                        } else {
+                            &mut dead_note
+                        };
+                        zadd.arg(now).arg(key);
+                        *added += 1;
                     }
                     Ack::Stop => {}
                 }
             }
             let mut pipe = redis::pipe();
-            if n_delivered > 0 {
-                pipe.add_command(delivered).ignore();
-            }
-            if n_dead > 0 {
-                pipe.add_command(dead).ignore();
+            for (zadd, added) in [delivered_note, dead_note] {
+                if added > 0 {
+                    pipe.add_command(zadd).ignore();
+                }
             }
             pipe.cmd("XACK")
                 .arg(&self.keys.stream)
@@ -1083,14 +1060,23 @@ pub fn parse_read_reply(v: Value) -> Vec<(String, Option<Fields>)> {
         .collect()
 }
 
-/// The jobs of a queue read (`None` for an entry deleted while pending), in either format
-/// (see [`field`]).
-pub fn parse_jobs(v: Value) -> Vec<(String, Option<Job>)> {
+/// One entry of a queue read.
+#[derive(Debug)]
+pub enum Read {
+    /// The job it holds, in either format (see [`field`]).
+    Job(Job),
+    /// The entry was deleted while pending (e.g. a duplicate settled elsewhere): its id, to
+    /// acknowledge.
+    Deleted(String),
+}
+
+/// The entries of a queue read (XREADGROUP).
+pub fn parse_jobs(v: Value) -> Vec<Read> {
     raw_read_reply(v)
         .into_iter()
-        .map(|(id, kv)| {
-            let job = kv.map(|kv| job_from_values(id.clone(), kv));
-            (id, job)
+        .map(|(id, kv)| match kv {
+            Some(kv) => Read::Job(job_from_values(id, kv)),
+            None => Read::Deleted(id),
         })
         .collect()
 }
