@@ -539,36 +539,31 @@ impl Ingest {
     /// atomically in one script call ([`JOURNAL_LUA`]). Retries while Redis is unreachable: a
     /// received message is only ever dropped here if Redis stays away through shutdown
     /// (logged).
-    async fn journal(
+    async fn journal<'a>(
         &self,
         script: &redis::Script,
         msgs: &[Arc<Message>],
-        targets: &[Vec<&Route>],
+        targets: &[Vec<&'a Route>],
     ) -> Vec<bool> {
         let ms = self.settings.dedupe_window.as_millis().max(1) as u64;
         // Each endpoint once; each message with the indices of its endpoints.
         let mut endpoints: Vec<JournalEndpoint<'_>> = Vec::new();
+        let mut index_of = |r: &'a Route| {
+            endpoints
+                .iter()
+                .position(|e| e.stream == r.stream)
+                .unwrap_or_else(|| {
+                    endpoints.push(JournalEndpoint {
+                        stream: &r.stream,
+                        ledger: &r.ledger,
+                    });
+                    endpoints.len() - 1
+                })
+        };
         let batch: Vec<(&Message, Vec<usize>)> = msgs
             .iter()
             .zip(targets)
-            .map(|(m, t)| {
-                let idx = t
-                    .iter()
-                    .map(
-                        |r| match endpoints.iter().position(|e| e.stream == r.stream) {
-                            Some(i) => i,
-                            None => {
-                                endpoints.push(JournalEndpoint {
-                                    stream: &r.stream,
-                                    ledger: &r.ledger,
-                                });
-                                endpoints.len() - 1
-                            }
-                        },
-                    )
-                    .collect();
-                (&**m, idx)
-            })
+            .map(|(m, t)| (&**m, t.iter().map(|r| index_of(r)).collect()))
             .collect();
         let mut wait = Duration::from_millis(100);
         loop {
