@@ -1,4 +1,4 @@
-//! The benchmark of issue 7: `scripts/bench.sh` builds in release mode and runs this.
+//! The benchmark: `scripts/bench.sh` builds in release mode and runs this.
 //!
 //! It starts its own `redis-server` (no persistence) on a free port and a fast HTTP sink in
 //! this process, then runs the real release binary `redis-webhook-bridge run` as a child
@@ -6,19 +6,20 @@
 //! the bridge reads by default. Every number comes from this one run:
 //!
 //! - **ceiling**: a direct HTTP load loop in this process, with the library's own
-//!   `EndpointClient` and `Signer`, built from the same TOML, the same concurrency and the
-//!   same headers the worker sets, posting the same bodies to the same sink without Redis.
+//!   `EndpointClient` and the worker's `AttemptHeaders` (headers and signature), built from
+//!   the same TOML, with the same concurrency, posting the same bodies to the same sink without Redis.
 //!   Measured before and after the bridge scenarios; the higher of the two is the ceiling.
 //! - **throughput**: `durability = redis | memory` × 1 | 4 endpoints, `BENCH_N` messages
 //!   each; msg/s = deliveries ÷ (last receipt at the sink − first PUBLISH).
-//! - **latency**: publish → receipt at a fixed 1,000 msg/s for 10 s, durable, 1 endpoint.
+//! - **latency**: publish → receipt at a fixed rate (`BENCH_LATENCY_RATE`, 1,000 msg/s) for
+//!   `BENCH_LATENCY_SECS` (10 s), durable, 1 endpoint.
 //! - **backlog**: the endpoint points at a port where nothing listens; `BENCH_BACKLOG`
 //!   messages pile up in Redis while the bridge's RSS is sampled.
 //!
 //! For each bridge scenario: the bridge's peak RSS (`VmHWM`) and its CPU seconds (user +
 //! system) per 1,000 published messages, from `/proc` (so: Linux only), Redis's CPU and
-//! commands, and how much CPU other processes took meanwhile. Each measurement runs
-//! `BENCH_REPEAT` times and the best undisturbed run is kept. Only 127.0.0.1 is used; every
+//! commands, and how much CPU other processes took meanwhile. Each measurement but the
+//! backlog runs `BENCH_REPEAT` times and the best undisturbed run is kept. Only 127.0.0.1 is used; every
 //! loop is bounded in count and time; every child process is killed when this process ends,
 //! panics included. What each number means: `docs/PERFORMANCE.md`.
 //!
@@ -49,11 +50,11 @@ use redis::aio::MultiplexedConnection;
 use redis_webhook_bridge::config::{Config, LoadOptions};
 use redis_webhook_bridge::delivery::Outcome;
 use redis_webhook_bridge::delivery::client::EndpointClient;
-use redis_webhook_bridge::delivery::signing::{self, Signer};
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use redis_webhook_bridge::delivery::worker::AttemptHeaders;
+use redis_webhook_bridge::ingest::Message;
 
 /// The channel the bridge subscribes to when `[[sources]]` is not configured.
-const CHANNEL: &str = "hokusai:model_ready_queue:pubsub";
+const CHANNEL: &str = redis_webhook_bridge::config::DEFAULT_CHANNEL;
 /// The endpoints' signing secret.
 const SECRET: &str = "bench-secret-0123456789abcdef";
 /// `concurrency` of every endpoint, and of the direct loop.
@@ -70,7 +71,7 @@ const WINDOW: u64 = 10_000;
 /// its own idempotency key.
 const BODY_TAIL: &str = r#""token_symbol":"demo-token","metric_name":"accuracy","baseline_value":0.812,"current_value":0.861,"model_name":"sentiment-classifier","model_version":"3","mlflow_run_id":"9b1c2d3e4f","improvement_percentage":6.03,"contributor_address":"0x1234567890abcdef1234567890abcdef12345678","experiment_name":"sentiment","tags":{"team":"nlp"},"timestamp":"2026-11-28T15:00:00","message_version":"1.0"}"#;
 
-/// Issue 7's targets.
+/// The performance targets (docs/PERFORMANCE.md).
 const TARGET_DURABLE_1: f64 = 0.7;
 const TARGET_MEMORY_1: f64 = 0.9;
 const TARGET_FANOUT_4: f64 = 0.6;
@@ -177,7 +178,7 @@ impl Opts {
                         .find(|s| *s != "ceiling" && !SCENARIOS.contains(&s.as_str()))
                     {
                         bail!(
-                            "--only: unknown scenario {bad:?}; known: {}",
+                            "--only: unknown scenario {bad:?}; known: ceiling, {}",
                             SCENARIOS.join(", ")
                         );
                     }
@@ -1047,18 +1048,10 @@ async fn ceiling(ctx: &Ctx, label: &str) -> anyhow::Result<Row> {
     .map_err(|e| anyhow!("{e}"))?;
     let ep = cfg.endpoints[0].clone();
     let client = EndpointClient::build(&ep, &cfg.security)?;
-    let signer = Signer::new(ep.signature, &ep.secrets, ep.sign_with_all_secrets)
-        .map_err(|e| anyhow!("{e}"))?;
-    let mut static_headers = HeaderMap::new();
-    static_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    for (k, v) in &ep.headers {
-        static_headers.insert(
-            HeaderName::from_bytes(k.as_bytes())?,
-            HeaderValue::from_str(v)?,
-        );
-    }
+    // The worker's own header building and signing.
+    let headers = AttemptHeaders::new(&ep).map_err(|e| anyhow!("{e}"))?;
     // What ingest computes once per message, outside the timed loop (it is not HTTP work).
-    let jobs: Vec<(Bytes, String, String)> = bodies(&format!("ceiling-{label}"), n)
+    let jobs: Vec<Message> = bodies(&format!("ceiling-{label}"), n)
         .into_iter()
         .map(|b| {
             let p = redis_webhook_bridge::ingest::parse(
@@ -1069,7 +1062,15 @@ async fn ceiling(ctx: &Ctx, label: &str) -> anyhow::Result<Row> {
                 cfg.security.max_payload_bytes,
             )
             .map_err(|e| anyhow!("{e}"))?;
-            Ok((p.body, p.idempotency_key, p.event_type))
+            Ok(Message {
+                idempotency_key: p.idempotency_key,
+                event_type: p.event_type,
+                source: Arc::from("bench"),
+                channel: CHANNEL.into(),
+                body: p.body,
+                received_at: SystemTime::now(),
+                traceparent: None,
+            })
         })
         .collect::<anyhow::Result<_>>()?;
     let jobs = Arc::new(jobs);
@@ -1077,60 +1078,25 @@ async fn ceiling(ctx: &Ctx, label: &str) -> anyhow::Result<Row> {
     let record = ctx.sink.reset(n, 1);
     let next = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let shared = Arc::new((client, signer, static_headers));
-    let own_rt = std::env::var("BENCH_CEILING_RUNTIME").as_deref() == Ok("own");
-    let rt = if own_rt {
-        Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?,
-        )
-    } else {
-        None
-    };
-    let handle = rt
-        .as_ref()
-        .map_or_else(tokio::runtime::Handle::current, |r| r.handle().clone());
+    let shared = Arc::new((client, headers));
     let meter = Meter::start(&[ctx.redis.proc.pid()]);
     let start = now_ns();
     let mut tasks = Vec::new();
     for _ in 0..ep.concurrency {
         let (jobs, next, failed, shared) =
             (jobs.clone(), next.clone(), failed.clone(), shared.clone());
-        tasks.push(handle.spawn(async move {
-            let (client, signer, static_headers) = &*shared;
+        tasks.push(tokio::spawn(async move {
+            let (client, headers) = &*shared;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((body, key, event)) = jobs.get(i) else {
+                let Some(msg) = jobs.get(i) else {
                     break;
                 };
-                // As Worker::attempt builds them.
-                let mut headers = static_headers.clone();
-                let put = |h: &mut HeaderMap, name: &'static str, value: &str| {
-                    if let Ok(v) = HeaderValue::from_str(value) {
-                        h.insert(HeaderName::from_static(name), v);
-                    }
-                };
-                put(&mut headers, signing::HEADER_IDEMPOTENCY_KEY, key);
-                put(&mut headers, signing::HEADER_EVENT, event);
-                put(&mut headers, signing::HEADER_ATTEMPT, &1u32.to_string());
-                put(
-                    &mut headers,
-                    "traceparent",
-                    &redis_webhook_bridge::telemetry::traceparent(None),
-                );
-                let ts = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0);
-                let nonce = uuid::Uuid::new_v4().to_string();
-                let mut sig = Vec::with_capacity(3);
-                signer.sign(body, ts, &nonce, key, &mut sig);
-                for (name, value) in &sig {
-                    put(&mut headers, name, value);
-                }
+                let traceparent = redis_webhook_bridge::telemetry::traceparent(None);
                 if !matches!(
-                    client.post(headers, body.clone()).await,
+                    client
+                        .post(headers.build(msg, 1, &traceparent), msg.body.clone())
+                        .await,
                     Outcome::Delivered { .. }
                 ) {
                     failed.fetch_add(1, Ordering::Relaxed);
@@ -1140,10 +1106,6 @@ async fn ceiling(ctx: &Ctx, label: &str) -> anyhow::Result<Row> {
     }
     for t in tasks {
         t.await?;
-    }
-    drop(shared);
-    if let Some(rt) = rt {
-        rt.shutdown_background();
     }
     let failed = failed.load(Ordering::Relaxed);
     if failed > 0 || record.done() < record.expected() {
@@ -1577,9 +1539,12 @@ async fn measure(ctx: &Ctx, kind: Kind) -> anyhow::Result<Row> {
             ),
         }
         let clean = |r: &Row| r.other_pct.unwrap_or(0.0) < NOISY_PCT;
-        let score = |r: &Row| match r.latency_ms {
-            Some((_, p99, _)) => -p99,
-            None => r.rate,
+        // Higher is better: the rate, or for the latency case the lower p99 (an incomplete
+        // latency run has none and never wins).
+        let score = |r: &Row| match (&kind, r.latency_ms) {
+            (Kind::Latency, Some((_, p99, _))) => -p99,
+            (Kind::Latency, None) => f64::NEG_INFINITY,
+            _ => r.rate,
         };
         let better = match &best {
             None => true,

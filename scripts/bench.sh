@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark: `scripts/bench.sh [--only SCENARIO,…] [--strict] [--perf DIR]`.
+# The benchmark: `scripts/bench.sh [--only SCENARIO,…] [--strict] [--perf DIR] [--bin PATH]`.
 #
 # Builds the bridge and the benchmark in release mode, then runs examples/bench.rs, which
 # starts its own redis-server (no persistence) on a free port and an HTTP sink on 127.0.0.1,
@@ -10,7 +10,8 @@
 #
 # Environment: BENCH_N (20000 messages per throughput scenario), BENCH_BACKLOG (200000),
 # BENCH_LATENCY_RATE (1000 msg/s), BENCH_LATENCY_SECS (10), BENCH_REPEAT (3 runs per number),
-# BENCH_SINK_DELAY_MS (0: how long the sink takes to answer). Works from any directory.
+# BENCH_SINK_DELAY_MS (0: how long the sink takes to answer), BENCH_QUIET_WAIT (0: seconds to
+# wait for a quiet machine before each measurement). Works from any directory.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

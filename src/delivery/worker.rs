@@ -19,7 +19,7 @@ use super::signing::{self, Signer, SigningError};
 use super::{EndpointState, Outcome};
 use crate::config::{EndpointConfig, SecurityConfig};
 use crate::dlq::{Dlq, Stage};
-use crate::ingest::dead_letter;
+use crate::ingest::{Message, dead_letter};
 use crate::queue::{Job, Queue};
 use crate::telemetry::{self, metric};
 
@@ -42,14 +42,81 @@ pub enum WorkerError {
     Client(#[from] ClientError),
 }
 
+/// The headers of an endpoint's requests: built once (content type, the configured headers,
+/// the signer), completed for every attempt.
+pub struct AttemptHeaders {
+    signer: Signer,
+    static_headers: HeaderMap,
+}
+
+impl AttemptHeaders {
+    /// For `cfg`'s endpoint.
+    pub fn new(cfg: &EndpointConfig) -> Result<Self, SigningError> {
+        let signer = Signer::new(cfg.signature, &cfg.secrets, cfg.sign_with_all_secrets)?;
+        let mut static_headers = HeaderMap::new();
+        static_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (k, v) in &cfg.headers {
+            // Validated at config load.
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                static_headers.insert(k, v);
+            }
+        }
+        Ok(Self {
+            signer,
+            static_headers,
+        })
+    }
+
+    /// The headers of attempt number `attempt` (from 1) to deliver `msg`, signed now.
+    pub fn build(&self, msg: &Message, attempt: u32, traceparent: &str) -> HeaderMap {
+        let mut headers = self.static_headers.clone();
+        let put = |h: &mut HeaderMap, name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(HeaderName::from_static(name), v);
+            }
+        };
+        put(
+            &mut headers,
+            signing::HEADER_IDEMPOTENCY_KEY,
+            &msg.idempotency_key,
+        );
+        put(&mut headers, signing::HEADER_EVENT, &msg.event_type);
+        headers.insert(
+            HeaderName::from_static(signing::HEADER_ATTEMPT),
+            HeaderValue::from(attempt),
+        );
+        put(&mut headers, "traceparent", traceparent);
+        let ts = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        // A uuid4 from the thread-local generator: `Uuid::new_v4` asks the OS (a syscall) for
+        // every request.
+        let mut nonce = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let nonce = uuid::Builder::from_random_bytes(rand::random())
+            .into_uuid()
+            .hyphenated()
+            .encode_lower(&mut nonce);
+        let mut sig = Vec::with_capacity(3);
+        self.signer
+            .sign(&msg.body, ts, nonce, &msg.idempotency_key, &mut sig);
+        for (name, value) in &sig {
+            put(&mut headers, name, value);
+        }
+        headers
+    }
+}
+
 /// One endpoint's worker.
 pub struct Worker {
     cfg: Arc<EndpointConfig>,
-    signer: Signer,
+    headers: AttemptHeaders,
     client: EndpointClient,
     circuit: Circuit,
     policy: RetryPolicy,
-    static_headers: HeaderMap,
     queue: Queue,
     state: Arc<EndpointState>,
     dlq: Dlq,
@@ -68,29 +135,16 @@ impl Worker {
         state: Arc<EndpointState>,
         dlq: Dlq,
     ) -> Result<Self, WorkerError> {
-        let signer = Signer::new(cfg.signature, &cfg.secrets, cfg.sign_with_all_secrets).map_err(
-            |source| WorkerError::Signing {
-                endpoint: cfg.name.clone(),
-                source,
-            },
-        )?;
+        let headers = AttemptHeaders::new(&cfg).map_err(|source| WorkerError::Signing {
+            endpoint: cfg.name.clone(),
+            source,
+        })?;
         let client = EndpointClient::build(&cfg, security)?;
-        let mut static_headers = HeaderMap::new();
-        static_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for (k, v) in &cfg.headers {
-            // Validated at config load.
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                static_headers.insert(k, v);
-            }
-        }
         let name = cfg.name.clone();
         metrics::gauge!(metric::CIRCUIT_STATE, "endpoint" => name.clone()).set(0.0);
         metrics::gauge!(metric::QUEUE_DEPTH, "endpoint" => name.clone()).set(0.0);
         Ok(Self {
-            signer,
+            headers,
             client,
             circuit: Circuit::new(
                 cfg.circuit_breaker.failure_threshold,
@@ -101,7 +155,6 @@ impl Worker {
                 retry_delay: cfg.retry_delay.0,
                 max_retry_delay: cfg.max_retry_delay.0,
             },
-            static_headers,
             queue,
             state,
             dlq,
@@ -297,50 +350,14 @@ impl Worker {
     async fn attempt(&self, job: &mut Job) -> Outcome {
         job.attempts += 1;
         let msg = &job.msg;
-        let mut headers = self.static_headers.clone();
-        let put = |h: &mut HeaderMap, name: &'static str, value: &str| {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                h.insert(HeaderName::from_static(name), v);
-            }
-        };
-        put(
-            &mut headers,
-            signing::HEADER_IDEMPOTENCY_KEY,
-            &msg.idempotency_key,
-        );
-        put(&mut headers, signing::HEADER_EVENT, &msg.event_type);
-        headers.insert(
-            HeaderName::from_static(signing::HEADER_ATTEMPT),
-            HeaderValue::from(job.attempts),
-        );
         let span = tracing::info_span!(
             "delivery_attempt",
             endpoint = %self.cfg.name,
             idempotency_key = %msg.idempotency_key,
             attempt = job.attempts,
         );
-        put(
-            &mut headers,
-            "traceparent",
-            &telemetry::delivery_traceparent(&span, msg.traceparent.as_deref()),
-        );
-        let ts = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        // A uuid4 from the thread-local generator: `Uuid::new_v4` asks the OS (a syscall) for
-        // every request.
-        let mut nonce = [0u8; uuid::fmt::Hyphenated::LENGTH];
-        let nonce = uuid::Builder::from_random_bytes(rand::random())
-            .into_uuid()
-            .hyphenated()
-            .encode_lower(&mut nonce);
-        let mut sig = Vec::with_capacity(3);
-        self.signer
-            .sign(&msg.body, ts, nonce, &msg.idempotency_key, &mut sig);
-        for (name, value) in &sig {
-            put(&mut headers, name, value);
-        }
+        let traceparent = telemetry::delivery_traceparent(&span, msg.traceparent.as_deref());
+        let headers = self.headers.build(msg, job.attempts, &traceparent);
 
         self.state.in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
