@@ -1209,6 +1209,121 @@ async fn redis_calls(ctx: &Ctx, messages: usize) -> Vec<(String, f64, f64)> {
     calls
 }
 
+/// What every bridge scenario starts and ends the same way: Redis flushed, the bridge
+/// started, a publisher connection, the messages, when each was published, and the cost
+/// meters.
+struct Run {
+    bridge: Bridge,
+    publisher: MultiplexedConnection,
+    bodies: Vec<Bytes>,
+    /// Publish time of each message (ns, [`now_ns`]).
+    sent: Vec<u64>,
+    costs: Costs,
+    /// PUBLISH calls that reached no subscriber.
+    unheard: u64,
+}
+
+/// The columns every bridge scenario fills the same way, and what its own columns need.
+struct Ended {
+    /// Cost columns, peak RSS and Redis commands set, the rest default.
+    row: Row,
+    /// When the first message was published.
+    first_sent: u64,
+    /// `"N PUBLISH reached no subscriber"` when any did not.
+    unheard: Option<String>,
+}
+
+impl Run {
+    async fn start(
+        ctx: &Ctx,
+        scenario: &str,
+        durability: &str,
+        urls: &[String],
+        n: usize,
+    ) -> anyhow::Result<Self> {
+        flush(ctx).await?;
+        let bodies = bodies(scenario, n);
+        let bridge = start_bridge(ctx, scenario, durability, urls).await?;
+        let publisher = connect(&ctx.redis.url).await?;
+        let costs = Costs::start(ctx, &bridge);
+        Ok(Self {
+            bridge,
+            publisher,
+            bodies,
+            sent: vec![0; n],
+            costs,
+            unheard: 0,
+        })
+    }
+
+    /// [`publish_batched`] of `range`.
+    async fn publish(
+        &mut self,
+        range: std::ops::Range<usize>,
+        progress: &mut Progress,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
+        self.unheard += publish_batched(
+            &mut self.publisher,
+            &self.bodies,
+            range,
+            &mut self.sent,
+            progress,
+            deadline,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Publishes message `seq` alone and notes when.
+    async fn publish_one(&mut self, seq: usize) -> anyhow::Result<()> {
+        self.sent[seq] = now_ns();
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg(CHANNEL)
+            .arg(self.bodies[seq].as_ref())
+            .query_async(&mut self.publisher)
+            .await?;
+        if receivers < 1 {
+            self.unheard += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends the measurement and stops the bridge. `with_calls`: read the Redis commands
+    /// since the flush (the backlog case's own progress checks would be most of them).
+    async fn finish(self, ctx: &Ctx, with_calls: bool) -> anyhow::Result<Ended> {
+        let n = self.sent.len();
+        let costs = self.costs.per_1k(ctx, &self.bridge, n);
+        let hwm = self.bridge.hwm_mb();
+        let calls = if with_calls {
+            redis_calls(ctx, n).await
+        } else {
+            Vec::new()
+        };
+        self.bridge.stop().await?;
+        Ok(Ended {
+            row: Row {
+                rss_mb: Some(hwm),
+                redis_calls: calls,
+                ..costs
+            },
+            first_sent: self.sent[0],
+            unheard: (self.unheard > 0)
+                .then(|| format!("{} PUBLISH reached no subscriber", self.unheard)),
+        })
+    }
+}
+
+/// Seconds from the first publish to the sink's last receipt.
+fn to_last_receipt(record: &Record, first_sent: u64) -> f64 {
+    secs(
+        record
+            .last_ns
+            .load(Ordering::Relaxed)
+            .saturating_sub(first_sent),
+    )
+}
+
 /// `durability` × `endpoints`: N messages through the bridge to the sink.
 async fn throughput(
     ctx: &Ctx,
@@ -1217,54 +1332,30 @@ async fn throughput(
     endpoints: usize,
 ) -> anyhow::Result<Row> {
     let n = ctx.opts.n;
-    flush(ctx).await?;
     let record = ctx.sink.reset(n, endpoints);
-    let bodies = bodies(scenario, n);
-    let bridge = start_bridge(ctx, scenario, durability, &sink_urls(ctx, endpoints)).await?;
-    let mut publisher = connect(&ctx.redis.url).await?;
-    let mut sent = vec![0u64; n];
-    let costs = Costs::start(ctx, &bridge);
+    let mut run = Run::start(ctx, scenario, durability, &sink_urls(ctx, endpoints), n).await?;
     let deadline = Instant::now() + Duration::from_secs(60) + Duration::from_millis(2 * n as u64);
     let mut progress = Progress::Sink(record.clone());
-    let unheard = publish_batched(
-        &mut publisher,
-        &bodies,
-        0..n,
-        &mut sent,
-        &mut progress,
-        deadline,
-    )
-    .await?;
+    run.publish(0..n, &mut progress, deadline).await?;
     let complete = wait_for_sink(&record, deadline).await;
-    let costs = costs.per_1k(ctx, &bridge, n);
-    let hwm = bridge.hwm_mb();
-    let calls = redis_calls(ctx, n).await;
-    bridge.stop().await?;
+    let end = run.finish(ctx, true).await?;
     let deliveries = record.done();
-    let seconds = secs(
-        record
-            .last_ns
-            .load(Ordering::Relaxed)
-            .saturating_sub(sent[0]),
-    );
-    let mut note = String::new();
+    let seconds = to_last_receipt(&record, end.first_sent);
+    let mut note = Vec::new();
     if !complete {
-        let _ = write!(
-            note,
-            "INCOMPLETE: {deliveries} of {} deliveries; ",
+        note.push(format!(
+            "INCOMPLETE: {deliveries} of {} deliveries",
             record.expected()
-        );
+        ));
     }
-    if unheard > 0 {
-        let _ = write!(note, "{unheard} PUBLISH reached no subscriber; ");
-    }
+    note.extend(end.unheard);
     let dups = record.duplicates.load(Ordering::Relaxed);
     if dups > 0 {
-        let _ = write!(note, "{dups} duplicate deliveries; ");
+        note.push(format!("{dups} duplicate deliveries"));
     }
     let stray = record.stray.load(Ordering::Relaxed);
     if stray > 0 {
-        let _ = write!(note, "{stray} requests with an unknown path or body; ");
+        note.push(format!("{stray} requests with an unknown path or body"));
     }
     if endpoints > 1 {
         let per: Vec<u64> = record
@@ -1272,7 +1363,7 @@ async fn throughput(
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
             .collect();
-        let _ = write!(note, "total deliveries/s, per endpoint {per:?}");
+        note.push(format!("total deliveries/s, per endpoint {per:?}"));
     }
     Ok(Row {
         scenario: scenario.into(),
@@ -1284,66 +1375,39 @@ async fn throughput(
             0.0
         },
         vs_ceiling: true,
-        latency_ms: None,
-        rss_mb: Some(hwm),
-        redis_calls: calls,
-        note: note.trim_end_matches("; ").to_string(),
-        ..costs
+        note: note.join("; "),
+        ..end.row
     })
 }
 
 /// Publish → receipt at a fixed rate, one PUBLISH per message, durable, one endpoint.
 async fn latency(ctx: &Ctx) -> anyhow::Result<Row> {
-    let scenario = "latency";
     let rate = ctx.opts.latency_rate;
     let n = (rate * ctx.opts.latency_secs) as usize;
-    flush(ctx).await?;
     let record = ctx.sink.reset(n, 1);
-    let bodies = bodies(scenario, n);
-    let bridge = start_bridge(ctx, scenario, "redis", &sink_urls(ctx, 1)).await?;
-    let mut publisher = connect(&ctx.redis.url).await?;
-    let mut sent = vec![0u64; n];
-    let costs = Costs::start(ctx, &bridge);
+    let mut run = Run::start(ctx, "latency", "redis", &sink_urls(ctx, 1), n).await?;
     let mut tick = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
-    let mut unheard = 0;
     let hard_stop = Instant::now() + Duration::from_secs(ctx.opts.latency_secs * 3 + 30);
-    for (seq, body) in bodies.iter().enumerate() {
+    for seq in 0..n {
         tick.tick().await;
         if Instant::now() > hard_stop {
             bail!("the latency publisher fell far behind its schedule");
         }
-        sent[seq] = now_ns();
-        let receivers: i64 = redis::cmd("PUBLISH")
-            .arg(CHANNEL)
-            .arg(body.as_ref())
-            .query_async(&mut publisher)
-            .await?;
-        if receivers < 1 {
-            unheard += 1;
-        }
+        run.publish_one(seq).await?;
     }
     let complete = wait_for_sink(&record, Instant::now() + Duration::from_secs(60)).await;
-    let costs = costs.per_1k(ctx, &bridge, n);
-    let hwm = bridge.hwm_mb();
-    let calls = redis_calls(ctx, n).await;
-    bridge.stop().await?;
+    let sent = run.sent.clone();
+    let end = run.finish(ctx, true).await?;
     let mut lat: Vec<f64> = (0..n)
         .filter_map(|s| Some((record.receipt(s, 0)? - sent[s]) as f64 / 1e6))
         .collect();
     lat.sort_by(f64::total_cmp);
-    let seconds = secs(
-        record
-            .last_ns
-            .load(Ordering::Relaxed)
-            .saturating_sub(sent[0]),
-    );
-    let mut note = format!("{rate} msg/s paced, durable, 1 endpoint");
+    let seconds = to_last_receipt(&record, end.first_sent);
+    let mut note = vec![format!("{rate} msg/s paced, durable, 1 endpoint")];
     if !complete {
-        let _ = write!(note, "; INCOMPLETE: {} of {n} received", record.done());
+        note.push(format!("INCOMPLETE: {} of {n} received", record.done()));
     }
-    if unheard > 0 {
-        let _ = write!(note, "; {unheard} PUBLISH reached no subscriber");
-    }
+    note.extend(end.unheard);
     Ok(Row {
         scenario: "latency durable-1".into(),
         msgs: record.done(),
@@ -1357,10 +1421,8 @@ async fn latency(ctx: &Ctx) -> anyhow::Result<Row> {
                 lat.last().copied().unwrap_or(f64::NAN),
             )
         }),
-        rss_mb: Some(hwm),
-        redis_calls: calls,
-        note,
-        ..costs
+        note: note.join("; "),
+        ..end.row
     })
 }
 
@@ -1371,36 +1433,21 @@ type Samples = Vec<(u64, f64)>;
 async fn backlog(ctx: &Ctx) -> anyhow::Result<(Row, Samples)> {
     let scenario = "backlog";
     let n = ctx.opts.backlog;
-    flush(ctx).await?;
     // A port that was free a moment ago: connections are refused.
     let dead = format!("http://127.0.0.1:{}/ep0", free_port()?);
-    let bodies = bodies(scenario, n);
-    let bridge = start_bridge(ctx, scenario, "redis", &[dead]).await?;
-    let prefix = format!("bench-{scenario}");
-    let mut publisher = connect(&ctx.redis.url).await?;
+    let mut run = Run::start(ctx, scenario, "redis", &[dead], n).await?;
     let mut progress = Progress::Journal {
         conn: ctx.admin_conn.clone(),
-        prefix: prefix.clone(),
+        prefix: format!("bench-{scenario}"),
     };
-    let mut sent = vec![0u64; n];
-    let costs = Costs::start(ctx, &bridge);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut samples = vec![(0, bridge.rss_mb())];
+    let mut samples = vec![(0, run.bridge.rss_mb())];
     eprintln!("bench: backlog: 0 queued, RSS {:.1} MB", samples[0].1);
     let deadline = Instant::now() + Duration::from_secs(120) + Duration::from_millis(n as u64);
-    let mut unheard = 0;
     let mut from = 0;
     let mut journaled_all_at = None;
     for target in [n / 4, n / 2, n] {
-        unheard += publish_batched(
-            &mut publisher,
-            &bodies,
-            from..target,
-            &mut sent,
-            &mut progress,
-            deadline,
-        )
-        .await?;
+        run.publish(from..target, &mut progress, deadline).await?;
         from = target;
         let mut queued = progress.through().await;
         while queued < target as u64 && Instant::now() < deadline {
@@ -1412,22 +1459,18 @@ async fn backlog(ctx: &Ctx) -> anyhow::Result<(Row, Samples)> {
         }
         // Let in-flight work settle before sampling.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let rss = bridge.rss_mb();
+        let rss = run.bridge.rss_mb();
         eprintln!("bench: backlog: {queued} queued, RSS {rss:.1} MB");
         samples.push((queued, rss));
     }
-    let costs = costs.per_1k(ctx, &bridge, n);
-    let hwm = bridge.hwm_mb();
-    bridge.stop().await?;
-    let seconds = secs(journaled_all_at.unwrap_or_else(now_ns) - sent[0]);
+    let end = run.finish(ctx, false).await?;
+    let seconds = secs(journaled_all_at.unwrap_or_else(now_ns) - end.first_sent);
     let queued = samples.last().map(|s| s.0).unwrap_or(0);
-    let mut note = "endpoint down; msg/s = journaling rate".to_string();
+    let mut note = vec!["endpoint down; msg/s = journaling rate".to_string()];
     if queued < n as u64 {
-        let _ = write!(note, "; only {queued} of {n} queued");
+        note.push(format!("only {queued} of {n} queued"));
     }
-    if unheard > 0 {
-        let _ = write!(note, "; {unheard} PUBLISH reached no subscriber");
-    }
+    note.extend(end.unheard);
     Ok((
         Row {
             scenario: "backlog (endpoint down)".into(),
@@ -1435,11 +1478,8 @@ async fn backlog(ctx: &Ctx) -> anyhow::Result<(Row, Samples)> {
             seconds,
             rate: queued as f64 / seconds,
             vs_ceiling: false,
-            latency_ms: None,
-            rss_mb: Some(hwm),
-            redis_calls: Vec::new(),
-            note,
-            ..costs
+            note: note.join("; "),
+            ..end.row
         },
         samples,
     ))
