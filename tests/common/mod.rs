@@ -30,6 +30,17 @@ pub const DEFAULT_CHANNEL: &str = "hokusai:model_ready_queue:pubsub";
 
 const REDIS_MISSING: &str = "redis-server not found on PATH: install it (Debian/Ubuntu: apt-get install -y redis-server; macOS: brew install redis)";
 
+/// Fails the test, saying how to install Redis, when `redis-server` is not on the `PATH` (for
+/// tests that start it through another program).
+pub fn require_redis_server() {
+    match Command::new("redis-server").arg("--version").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!("redis-server --version failed: {}", show(&out)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{REDIS_MISSING}"),
+        Err(e) => panic!("cannot run redis-server: {e}"),
+    }
+}
+
 /// How often [`wait_until`] looks again.
 const POLL: Duration = Duration::from_millis(25);
 

@@ -1,0 +1,135 @@
+//! The benchmark still works end to end. `scripts/bench.sh` runs the release build of
+//! `examples/bench.rs`; here the debug build of the same example (cargo builds examples
+//! before it runs the tests) goes through every scenario with a few hundred messages, against
+//! the debug bridge, its own redis-server and its own sink. The numbers of such a run mean
+//! nothing; what is checked is that every scenario ran to the end and delivered everything.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// `target/<profile>/examples/bench`, next to this test's own `target/<profile>/deps/…`.
+fn bench_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary lives in target/<profile>/deps");
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("bench{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} does not exist: run the tests with `scripts/test.sh` or `cargo test` (which build \
+         the examples), or build it with `cargo build --example bench`",
+        bin.display()
+    );
+    bin
+}
+
+fn bench(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    common::require_redis_server();
+    let mut cmd = Command::new(bench_bin());
+    cmd.args(args)
+        .args(["--bin", common::BIN])
+        .env("BENCH_QUIET_WAIT", "0")
+        .env_remove("BENCH_SINK_DELAY_MS");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the benchmark starts")
+}
+
+/// The table row of `scenario`: its columns split on white space, after the name.
+fn row<'a>(stdout: &'a str, scenario: &str) -> Vec<&'a str> {
+    let line = stdout
+        .lines()
+        .find(|l| {
+            l.strip_prefix(scenario)
+                .is_some_and(|rest| rest.starts_with("  "))
+        })
+        .unwrap_or_else(|| panic!("no row for {scenario} in the table:\n{stdout}"));
+    line[scenario.len()..].split_whitespace().collect()
+}
+
+#[test]
+fn every_scenario_runs_to_the_end_and_the_table_shows_it() {
+    let out = bench(
+        &[],
+        &[
+            ("BENCH_N", "300"),
+            ("BENCH_BACKLOG", "2000"),
+            ("BENCH_LATENCY_RATE", "200"),
+            ("BENCH_LATENCY_SECS", "1"),
+            ("BENCH_REPEAT", "1"),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the benchmark failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    // msgs is the first column: deliveries for the throughput rows (all endpoints), receipts
+    // for the latency row, messages queued for the backlog row.
+    for (scenario, msgs) in [
+        ("ceiling (start)", "300"),
+        ("durable-1", "300"),
+        ("durable-4", "1200"),
+        ("memory-1", "300"),
+        ("memory-4", "1200"),
+        ("latency durable-1", "200"),
+        ("backlog (endpoint down)", "2000"),
+        ("ceiling (end)", "300"),
+    ] {
+        let cols = row(&stdout, scenario);
+        assert_eq!(
+            cols[0], msgs,
+            "{scenario}: every message counted\n{stdout}\n{stderr}"
+        );
+        let rate: f64 = cols[2].parse().unwrap_or(0.0);
+        assert!(rate > 0.0, "{scenario}: a rate was measured\n{stdout}");
+    }
+    for bad in [
+        "INCOMPLETE",
+        "reached no subscriber",
+        "duplicate deliveries",
+        "unknown path or body",
+        " of 2000 queued",
+    ] {
+        assert!(
+            !stdout.contains(bad),
+            "the table reports `{bad}`:\n{stdout}\n{stderr}"
+        );
+    }
+    // The latency row has its percentiles; the 4-endpoint rows count each endpoint.
+    let latency = row(&stdout, "latency durable-1");
+    let p99: f64 = latency[5].parse().expect("a p99 in the latency row");
+    assert!(p99 > 0.0, "p99 measured\n{stdout}");
+    assert!(
+        stdout.contains("per endpoint [300, 300, 300, 300]"),
+        "each of the four endpoints got every message\n{stdout}"
+    );
+    let verdicts = stdout
+        .lines()
+        .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL "))
+        .count();
+    assert_eq!(verdicts, 7, "one verdict per target\n{stdout}");
+    assert!(
+        stdout.contains("Redis commands per 1,000 messages"),
+        "the Redis command counts are printed\n{stdout}"
+    );
+}
+
+#[test]
+fn an_unknown_scenario_is_refused_with_the_known_ones() {
+    let out = bench(&["--only", "durable-2"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused\n{stderr}");
+    assert!(
+        stderr.contains("unknown scenario \"durable-2\"") && stderr.contains("durable-1"),
+        "the error names the bad scenario and the known ones\n{stderr}"
+    );
+}
