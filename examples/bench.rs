@@ -1606,6 +1606,19 @@ async fn measure(ctx: &Ctx, kind: Kind) -> anyhow::Result<Row> {
 async fn run() -> anyhow::Result<bool> {
     let _ = now_ns();
     let opts = Opts::parse()?;
+    // The direct loop reads its endpoint with `Config::load_with_env`, which takes `BRIDGE_*`
+    // variables from this process's environment, while the bridge runs with none: the two
+    // would measure different settings.
+    let leaked: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| name.starts_with("BRIDGE_"))
+        .collect();
+    if !leaked.is_empty() {
+        bail!(
+            "unset {} first: the direct loop would read them as config, the bridge runs without them",
+            leaked.join(", ")
+        );
+    }
     // rustls needs a process-wide crypto provider before any reqwest client is built.
     redis_webhook_bridge::delivery::client::install_crypto_provider();
     let tmp = tempfile::Builder::new().prefix("bridge-bench-").tempdir()?;

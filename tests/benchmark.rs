@@ -35,6 +35,12 @@ fn bench(args: &[&str], envs: &[(&str, &str)]) -> Output {
         .args(["--bin", common::BIN])
         .env("BENCH_QUIET_WAIT", "0")
         .env_remove("BENCH_SINK_DELAY_MS");
+    // The benchmark refuses to run with any (see the last test).
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("BRIDGE_") {
+            cmd.env_remove(name);
+        }
+    }
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -132,4 +138,23 @@ fn an_unknown_scenario_is_refused_with_the_known_ones() {
         stderr.contains("unknown scenario \"durable-2\"") && stderr.contains("durable-1"),
         "the error names the bad scenario and the known ones\n{stderr}"
     );
+}
+
+#[test]
+fn bridge_variables_in_the_environment_are_refused_by_name() {
+    // The direct loop would read them as config while the bridge runs without them.
+    let out = bench(
+        &["--only", "ceiling"],
+        &[
+            ("BRIDGE_REDIS__URL", "redis://:hunter2@127.0.0.1:1"),
+            ("BENCH_N", "10"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused\n{stderr}");
+    assert!(
+        stderr.contains("unset BRIDGE_REDIS__URL first"),
+        "the error names the variable\n{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "and not its value\n{stderr}");
 }
