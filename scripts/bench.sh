@@ -31,7 +31,7 @@ fi
 
 cargo build --release --bins --examples
 if rev="$(git rev-parse --short HEAD 2>/dev/null)"; then
-    git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || rev="$rev with uncommitted changes in src/ or Cargo.*"
+    git diff --quiet HEAD -- src examples Cargo.toml Cargo.lock 2>/dev/null || rev="$rev with uncommitted changes in src/, examples/ or Cargo.*"
     echo "source: $rev"
 fi
 target_dir="$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
