@@ -47,7 +47,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::serve::ListenerExt as _;
 use redis::aio::MultiplexedConnection;
-use redis_webhook_bridge::config::{Config, LoadOptions};
+use redis_webhook_bridge::config::{Config, ENV_NOT_CONFIG, LoadOptions};
 use redis_webhook_bridge::delivery::Outcome;
 use redis_webhook_bridge::delivery::client::EndpointClient;
 use redis_webhook_bridge::delivery::worker::AttemptHeaders;
@@ -1611,7 +1611,10 @@ async fn run() -> anyhow::Result<bool> {
     // would measure different settings.
     let leaked: Vec<String> = std::env::vars_os()
         .filter_map(|(name, _)| name.into_string().ok())
-        .filter(|name| name.starts_with("BRIDGE_"))
+        .filter(|name| {
+            name.strip_prefix("BRIDGE_")
+                .is_some_and(|rest| !ENV_NOT_CONFIG.contains(&rest))
+        })
         .collect();
     if !leaked.is_empty() {
         bail!(

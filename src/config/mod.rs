@@ -640,6 +640,11 @@ const RESERVED_HEADERS: &[&str] = &[
     "webhook-signature",
 ];
 
+/// `BRIDGE_*` variables that are command-line flags of the binary (`BRIDGE_CONFIG`,
+/// `BRIDGE_DUAL`, …), not config keys: the config layer leaves them out (names without the
+/// prefix).
+pub const ENV_NOT_CONFIG: &[&str] = &["CONFIG", "DUAL", "METRICS_EMF", "METRICS_EMF_INTERVAL"];
+
 impl Config {
     /// Loads from the file, the process environment and the flags in `opts`.
     pub fn load(opts: &LoadOptions) -> Result<Self, ConfigError> {
@@ -661,11 +666,7 @@ impl Config {
             fig = fig.merge(Toml::file(path));
         }
         fig = legacy_layer(fig, env)?;
-        fig = fig.merge(
-            Env::prefixed("BRIDGE_")
-                .ignore(&["CONFIG", "DUAL", "METRICS_EMF", "METRICS_EMF_INTERVAL"])
-                .split("__"),
-        );
+        fig = fig.merge(Env::prefixed("BRIDGE_").ignore(ENV_NOT_CONFIG).split("__"));
         if let Some(url) = &opts.redis_url {
             fig = fig.merge(Serialized::default("redis.url", url));
         }
