@@ -1227,8 +1227,8 @@ struct Run {
 struct Ended {
     /// Cost columns, peak RSS and Redis commands set, the rest default.
     row: Row,
-    /// When the first message was published.
-    first_sent: u64,
+    /// Publish time of each message (ns, [`now_ns`]).
+    sent: Vec<u64>,
     /// `"N PUBLISH reached no subscriber"` when any did not.
     unheard: Option<String>,
 }
@@ -1307,7 +1307,7 @@ impl Run {
                 redis_calls: calls,
                 ..costs
             },
-            first_sent: self.sent[0],
+            sent: self.sent,
             unheard: (self.unheard > 0)
                 .then(|| format!("{} PUBLISH reached no subscriber", self.unheard)),
         })
@@ -1315,12 +1315,12 @@ impl Run {
 }
 
 /// Seconds from the first publish to the sink's last receipt.
-fn to_last_receipt(record: &Record, first_sent: u64) -> f64 {
+fn to_last_receipt(record: &Record, sent: &[u64]) -> f64 {
     secs(
         record
             .last_ns
             .load(Ordering::Relaxed)
-            .saturating_sub(first_sent),
+            .saturating_sub(sent[0]),
     )
 }
 
@@ -1340,7 +1340,7 @@ async fn throughput(
     let complete = wait_for_sink(&record, deadline).await;
     let end = run.finish(ctx, true).await?;
     let deliveries = record.done();
-    let seconds = to_last_receipt(&record, end.first_sent);
+    let seconds = to_last_receipt(&record, &end.sent);
     let mut note = Vec::new();
     if !complete {
         note.push(format!(
@@ -1396,13 +1396,12 @@ async fn latency(ctx: &Ctx) -> anyhow::Result<Row> {
         run.publish_one(seq).await?;
     }
     let complete = wait_for_sink(&record, Instant::now() + Duration::from_secs(60)).await;
-    let sent = run.sent.clone();
     let end = run.finish(ctx, true).await?;
     let mut lat: Vec<f64> = (0..n)
-        .filter_map(|s| Some((record.receipt(s, 0)? - sent[s]) as f64 / 1e6))
+        .filter_map(|s| Some((record.receipt(s, 0)? - end.sent[s]) as f64 / 1e6))
         .collect();
     lat.sort_by(f64::total_cmp);
-    let seconds = to_last_receipt(&record, end.first_sent);
+    let seconds = to_last_receipt(&record, &end.sent);
     let mut note = vec![format!("{rate} msg/s paced, durable, 1 endpoint")];
     if !complete {
         note.push(format!("INCOMPLETE: {} of {n} received", record.done()));
@@ -1464,7 +1463,7 @@ async fn backlog(ctx: &Ctx) -> anyhow::Result<(Row, Samples)> {
         samples.push((queued, rss));
     }
     let end = run.finish(ctx, false).await?;
-    let seconds = secs(journaled_all_at.unwrap_or_else(now_ns) - end.first_sent);
+    let seconds = secs(journaled_all_at.unwrap_or_else(now_ns) - end.sent[0]);
     let queued = samples.last().map(|s| s.0).unwrap_or(0);
     let mut note = vec!["endpoint down; msg/s = journaling rate".to_string()];
     if queued < n as u64 {
