@@ -7,7 +7,9 @@
 //! [`Config`], holds checked values only: URLs parsed, secrets resolved, durations typed.
 
 mod duration;
+mod error;
 mod raw;
+mod redact;
 pub mod secret;
 mod tls;
 pub mod watch;
@@ -19,12 +21,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Env, Serialized};
 use serde::Serialize;
 use url::Url;
 
 pub use duration::Dur;
 pub use raw::RawConfig;
+pub use redact::{redact_endpoint_url, redact_url};
 pub use secret::{Secret, SecretError};
 pub use tls::{TlsKeys, TlsMaterial};
 
@@ -186,17 +189,6 @@ impl std::fmt::Debug for RedisUrl {
 impl Serialize for RedisUrl {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.redacted())
-    }
-}
-
-/// Returns `url` with user-info password replaced by `***`.
-pub fn redact_url(url: &Url) -> String {
-    if url.password().is_some() {
-        let mut u = url.clone();
-        let _ = u.set_password(Some("***"));
-        u.to_string()
-    } else {
-        url.to_string()
     }
 }
 
@@ -658,12 +650,13 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(RawConfig::default()));
-        if let Some(path) = &opts.file {
-            std::fs::metadata(path).map_err(|e| ConfigError::File {
-                path: path.clone(),
-                reason: format!("{e}; pass an existing file with --config or BRIDGE_CONFIG"),
-            })?;
-            fig = fig.merge(Toml::file(path));
+        let file = opts
+            .file
+            .as_deref()
+            .map(error::ConfigFile::read)
+            .transpose()?;
+        if let Some(file) = &file {
+            fig = fig.merge(file);
         }
         fig = legacy_layer(fig, env)?;
         fig = fig.merge(Env::prefixed("BRIDGE_").ignore(ENV_NOT_CONFIG).split("__"));
@@ -679,7 +672,9 @@ impl Config {
         if let Some(addr) = &opts.admin_listen {
             fig = fig.merge(Serialized::default("admin.listen", addr.to_string()));
         }
-        let raw: RawConfig = fig.extract().map_err(from_figment)?;
+        let raw: RawConfig = fig
+            .extract()
+            .map_err(|e| error::from_figment(e, file.as_ref()))?;
         let legacy = Legacy::read(env)?;
         let mut cfg = validate(raw, &legacy, env)?;
         cfg.file = opts.file.clone();
@@ -708,12 +703,12 @@ fn legacy_layer(
     } else if let Some(host) = nonempty("REDIS_HOST") {
         let port = nonempty("REDIS_PORT").unwrap_or_else(|| "6379".into());
         port.parse::<u16>().map_err(|_| {
-            ConfigError::invalid("REDIS_PORT", format!("`{port}` is not a port number"))
+            ConfigError::invalid("REDIS_PORT", "not a port number (1–65535)")
         })?;
         let mut url = Url::parse("redis://localhost")
             .map_err(|e| ConfigError::invalid("REDIS_HOST", e.to_string()))?;
         url.set_host(Some(&host))
-            .map_err(|e| ConfigError::invalid("REDIS_HOST", format!("`{host}`: {e}")))?;
+            .map_err(|e| ConfigError::invalid("REDIS_HOST", format!("not a host name ({e})")))?;
         let _ = url.set_port(port.parse().ok());
         if let Some(token) = nonempty("REDIS_AUTH_TOKEN") {
             let _ = url.set_password(Some(&token));
@@ -724,7 +719,7 @@ fn legacy_layer(
         let on = parse_bool(&v).ok_or_else(|| {
             ConfigError::invalid(
                 "ENABLE_REDIS_FALLBACK",
-                format!("`{v}` is not a boolean; use true or false"),
+                "not a boolean; use true or false",
             )
         })?;
         fig = fig.merge(Serialized::default("fallback.enabled", on));
@@ -751,9 +746,9 @@ impl Legacy {
         let num = |n: &str| -> Result<Option<u32>, ConfigError> {
             get(n)
                 .map(|v| {
-                    v.trim().parse::<u32>().map_err(|_| {
-                        ConfigError::invalid(n, format!("`{v}` is not a whole number"))
-                    })
+                    v.trim()
+                        .parse::<u32>()
+                        .map_err(|_| ConfigError::invalid(n, "not a whole number"))
                 })
                 .transpose()
         };
@@ -765,50 +760,6 @@ impl Legacy {
             cb_recovery: dur("WEBHOOK_CIRCUIT_BREAKER_RECOVERY_TIME")?,
         })
     }
-}
-
-/// Turns a figment error into one that names the key and where its value came from.
-fn from_figment(e: figment::Error) -> ConfigError {
-    let key = display_key(&e.path);
-    let origin = match &e.metadata {
-        Some(md) => match &md.source {
-            Some(figment::Source::File(p)) => format!(" (in file {})", p.display()),
-            Some(_) | None if md.name.contains("environment") => {
-                let var = format!("BRIDGE_{}", e.path.join("__").to_uppercase());
-                format!(" (from environment variable {var})")
-            }
-            _ => String::new(),
-        },
-        None => String::new(),
-    };
-    let message = match &e.kind {
-        figment::error::Kind::UnknownField(f, expected) => format!(
-            "unknown key `{f}`; expected one of: {}",
-            expected.join(", ")
-        ),
-        other => other.to_string(),
-    };
-    ConfigError::Invalid {
-        key: if key.is_empty() { "(file)".into() } else { key },
-        origin,
-        message,
-    }
-}
-
-/// `["endpoints", "0", "url"]` → `endpoints[0].url`.
-fn display_key(path: &[String]) -> String {
-    let mut out = String::new();
-    for part in path {
-        if part.chars().all(|c| c.is_ascii_digit()) && !out.is_empty() {
-            out.push_str(&format!("[{part}]"));
-        } else {
-            if !out.is_empty() {
-                out.push('.');
-            }
-            out.push_str(part);
-        }
-    }
-    out
 }
 
 fn validate(
@@ -854,10 +805,10 @@ fn validate(
     let durability = match raw.delivery.durability.as_str() {
         "memory" => Durability::Memory,
         "redis" => Durability::Redis,
-        other => {
+        _ => {
             return Err(ConfigError::invalid(
                 "delivery.durability",
-                format!("unknown value `{other}`; use \"redis\" or \"memory\""),
+                "unknown value; use \"redis\" or \"memory\"",
             ));
         }
     };
@@ -982,19 +933,16 @@ fn validate(
     let listen: SocketAddr = raw.admin.listen.parse().map_err(|_| {
         ConfigError::invalid(
             "admin.listen",
-            format!(
-                "`{}` is not an address such as 127.0.0.1:9090",
-                raw.admin.listen
-            ),
+            "not an address such as 127.0.0.1:9090",
         )
     })?;
     let format = match raw.log.format.as_str() {
         "json" => LogFormat::Json,
         "text" => LogFormat::Text,
-        other => {
+        _ => {
             return Err(ConfigError::invalid(
                 "log.format",
-                format!("unknown value `{other}`; use \"json\" or \"text\""),
+                "unknown value; use \"json\" or \"text\"",
             ));
         }
     };
@@ -1065,10 +1013,10 @@ fn validate_sources(raw: Vec<raw::RawSource>) -> Result<Vec<SourceConfig>, Confi
             "pubsub" | "" => SourceKind::Pubsub,
             "list" => SourceKind::List,
             "stream" => SourceKind::Stream,
-            other => {
+            _ => {
                 return Err(ConfigError::invalid(
                     at("kind"),
-                    format!("unknown source kind `{other}`; use pubsub, list or stream"),
+                    "unknown source kind; use pubsub, list or stream",
                 ));
             }
         };
@@ -1146,10 +1094,10 @@ fn validate_target(at: &str, t: raw::RawTarget) -> Result<TargetConfig, ConfigEr
         "channel" => TargetKind::Channel,
         "list" => TargetKind::List,
         "stream" => TargetKind::Stream,
-        other => {
+        _ => {
             return Err(ConfigError::invalid(
                 format!("{at}.kind"),
-                format!("unknown target kind `{other}`; use channel, list or stream"),
+                "unknown target kind; use channel, list or stream",
             ));
         }
     };

@@ -225,12 +225,13 @@ fn load_identity(
         ));
     }
     let key_pem = Zeroizing::new(read(keys.key, key_path)?);
-    // The error text of a key parse never includes key material.
-    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+    // The PEM parser's error text can quote the file (a malformed `BEGIN` line, a base64
+    // symbol): it is left out, the file may hold key material.
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
         ConfigError::invalid(
             keys.key,
             format!(
-                "{} is not a PEM private key ({e}); expected PKCS#8, PKCS#1 (RSA) or SEC1 (EC)",
+                "{} is not a PEM private key; expected PKCS#8, PKCS#1 (RSA) or SEC1 (EC)",
                 key_path.display()
             ),
         )
