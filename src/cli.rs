@@ -47,7 +47,12 @@ pub enum Command {
     /// Start the worker: sources → queues → webhook deliveries.
     Run(RunArgs),
     /// Load, validate and print the effective config (secrets shown as ***); exit 0 or 78.
-    CheckConfig,
+    CheckConfig {
+        /// Show endpoint URLs in full (query and every path segment), which may carry
+        /// credentials; by default they are shown redacted.
+        #[arg(long)]
+        show_urls: bool,
+    },
     /// Sample webhook consumer: verifies signatures and prints one JSON line per accepted event.
     Receive(ReceiveArgs),
     /// Sign a body and print the headers a receiver would get.

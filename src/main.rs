@@ -63,7 +63,7 @@ async fn dispatch(cli: Cli) -> i32 {
                 Err(e) => Err(e.into()),
             }
         }
-        Command::CheckConfig => commands::check_config::run(&opts),
+        Command::CheckConfig { show_urls } => commands::check_config::run(&opts, show_urls),
         Command::Dlq(cmd) => with_config(&opts, |cfg| commands::dlq::run(cfg, cmd)).await,
         Command::Pause { reason } => {
             with_config(&opts, |cfg| async move {

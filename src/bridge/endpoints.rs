@@ -73,7 +73,7 @@ pub fn build_endpoint(
             };
             (
                 queue,
-                Arc::new(EndpointState::new(&ep.name, ep.url.url().as_str())),
+                Arc::new(EndpointState::new(&ep.name, &ep.url.redacted())),
             )
         }
     };

@@ -92,6 +92,9 @@ pub async fn run(
     metrics: PrometheusHandle,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    for warning in cfg.warnings() {
+        tracing::warn!("{warning}");
+    }
     if opts.dual && cfg.republish.targets.is_empty() {
         tracing::warn!(
             "--dual is on but [republish] targets is empty; nothing will be republished"

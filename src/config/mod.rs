@@ -178,6 +178,11 @@ impl RedisUrl {
     pub fn redacted(&self) -> String {
         redact_url(&self.url)
     }
+
+    /// Whether this is `rediss://…#insecure`: TLS without certificate verification.
+    pub fn is_insecure_tls(&self) -> bool {
+        self.is_tls() && self.url.fragment() == Some("insecure")
+    }
 }
 
 impl std::fmt::Debug for RedisUrl {
@@ -289,27 +294,34 @@ pub struct CircuitConfig {
 pub struct EndpointUrl(Url);
 
 impl EndpointUrl {
-    /// The URL.
+    /// The full URL, credentials in path or query included: only for sending requests and
+    /// for `check-config --show-urls`.
     pub fn url(&self) -> &Url {
         &self.0
+    }
+
+    /// The URL as every output shows it (`/status`, logs, errors, `check-config`): see
+    /// [`redact_endpoint_url`]. `Display`, `Debug` and `Serialize` show this too.
+    pub fn redacted(&self) -> String {
+        redact_endpoint_url(&self.0)
     }
 }
 
 impl std::fmt::Debug for EndpointUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0.as_str())
+        f.write_str(&self.redacted())
     }
 }
 
 impl std::fmt::Display for EndpointUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0.as_str())
+        f.write_str(&self.redacted())
     }
 }
 
 impl Serialize for EndpointUrl {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0.as_str())
+        s.serialize_str(&self.redacted())
     }
 }
 
@@ -473,6 +485,7 @@ impl EndpointConfig {
             _ => false,
         };
         shape(self) == shape(other)
+            && self.url == other.url
             && self.headers == other.headers
             && tls_same
             && self.secrets.len() == other.secrets.len()
@@ -684,6 +697,28 @@ impl Config {
     /// The endpoint called `name`.
     pub fn endpoint(&self, name: &str) -> Option<&EndpointConfig> {
         self.endpoints.iter().find(|e| e.name == name)
+    }
+
+    /// Settings that load but weaken security, one sentence each: `run` logs each as a WARN
+    /// at start, `check-config` prints them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let targets = self.republish.targets.iter().enumerate();
+        let urls = std::iter::once(("redis.url".to_string(), &self.redis.url)).chain(
+            targets.filter_map(|(i, t)| {
+                t.redis_url
+                    .as_ref()
+                    .map(|u| (format!("republish.targets[{i}].redis_url"), u))
+            }),
+        );
+        for (key, url) in urls {
+            if url.is_insecure_tls() {
+                out.push(format!(
+                    "{key} is rediss://…#insecure, which turns off verification of the server's certificate (anyone on the network path could pose as Redis); this build refuses such connections: remove #insecure and trust a private CA with redis.tls_ca_file"
+                ));
+            }
+        }
+        out
     }
 
     /// The effective config as TOML, every secret shown as `***`.
@@ -1296,15 +1331,10 @@ fn validate_endpoint(
 
 /// Checks an endpoint URL against the URL policy: http(s) only, `http` only with
 /// `allow_http`, no user-info (credentials belong in `headers` or secrets, not in URLs that
-/// end up in logs). Error messages never repeat user-info.
+/// end up in logs). Error messages show the URL redacted ([`redact_endpoint_url`]).
 pub fn validate_endpoint_url(text: &str, security: &SecurityConfig) -> Result<EndpointUrl, String> {
     let url = Url::parse(text).map_err(|e| format!("not a valid URL ({e})"))?;
-    let shown = {
-        let mut u = url.clone();
-        let _ = u.set_username("");
-        let _ = u.set_password(None);
-        u.to_string()
-    };
+    let shown = redact_endpoint_url(&url);
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
             "{shown}: credentials in the URL are not allowed; use `headers` for an Authorization header"

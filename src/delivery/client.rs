@@ -178,7 +178,9 @@ impl EndpointClient {
             .await;
         match result {
             Ok(resp) => classify_response(resp).await,
-            Err(e) => classify_error(&e),
+            // reqwest's Display names the URL, which may carry a token: leave it out (the log
+            // line and the dead-letter entry name the endpoint).
+            Err(e) => classify_error(&e.without_url()),
         }
     }
 }
@@ -214,7 +216,11 @@ async fn classify_response(mut resp: reqwest::Response) -> Outcome {
         .headers()
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(200).collect::<String>());
+        .map(|s| match Url::parse(s) {
+            // A redirect target is shown like an endpoint URL: it may carry a token too.
+            Ok(u) => crate::config::redact_endpoint_url(&u),
+            Err(_) => "a relative location".to_string(),
+        });
     let snippet = drain(&mut resp).await;
     let mut error = format!("HTTP {status}");
     if let Some(loc) = location {
@@ -266,8 +272,7 @@ fn classify_error(e: &reqwest::Error) -> Outcome {
     } else {
         "request"
     };
-    // reqwest's Display includes the URL; endpoint URLs carry no credentials (rejected at
-    // load), so this is safe to log.
+    // The caller removed the URL from `e` (it may carry a credential in path or query).
     let mut error = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
