@@ -268,7 +268,9 @@ fn suggest(
     }
     for e in &cfg.endpoints {
         if e.url.redacted() != e.url.url().as_str() {
-            out.push_str("# the URL is shown redacted: fill in the full one (check-config --show-urls)\n");
+            out.push_str(
+                "# the URL is shown redacted: fill in the full one (check-config --show-urls)\n",
+            );
         }
         out.push_str(&format!(
             "[[endpoints]]\nname = {:?}\nurl = {:?}\nsecrets = [\"env:WEBHOOK_SECRET\"]\nsignature = \"{}\"\n\n",

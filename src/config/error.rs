@@ -13,8 +13,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use figment::error::{Actual, Kind};
-use figment::value::{Dict, Map};
 use figment::providers::Format as _;
+use figment::value::{Dict, Map};
 use figment::{Metadata, Profile, Provider};
 use toml::de::{DeTable, DeValue};
 
@@ -32,7 +32,9 @@ impl ConfigFile {
     pub(super) fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
             path: path.to_path_buf(),
-            reason: format!("{e}; pass an existing, readable UTF-8 file with --config or BRIDGE_CONFIG"),
+            reason: format!(
+                "{e}; pass an existing, readable UTF-8 file with --config or BRIDGE_CONFIG"
+            ),
         })?;
         if let Err(e) = DeTable::parse(&text) {
             return Err(syntax_error(path, &text, &e));
@@ -123,7 +125,10 @@ fn describe(kind: &Kind) -> String {
         Kind::ISizeOutOfRange(_) | Kind::USizeOutOfRange(_) => "number out of range".into(),
         Kind::Unsupported(actual) => format!("a {} is not supported here", type_of(actual)),
         Kind::UnsupportedKey(actual, expected) => {
-            format!("a {} key is not supported; expected {expected}", type_of(actual))
+            format!(
+                "a {} key is not supported; expected {expected}",
+                type_of(actual)
+            )
         }
         // Messages of the bridge's own types (durations, secret references), which never
         // hold a value; the first line only of anything else (a TOML parser's message
@@ -214,7 +219,10 @@ mod tests {
         let text = "[redis]\nurl = \"redis://:CANARY-5ecret-7f3a@h\n";
         let e = DeTable::parse(text).unwrap_err();
         let shown = syntax_error(Path::new("c.toml"), text, &e).to_string();
-        assert!(shown.contains("c.toml") && shown.contains("line 2"), "{shown}");
+        assert!(
+            shown.contains("c.toml") && shown.contains("line 2"),
+            "{shown}"
+        );
         assert!(!shown.contains("5ecret"), "{shown}");
     }
 
@@ -235,7 +243,10 @@ mod tests {
 
     #[test]
     fn a_found_value_is_described_by_its_type_only() {
-        let kind = Kind::InvalidType(Actual::Str("CANARY-5ecret-7f3a".into()), "a sequence".into());
+        let kind = Kind::InvalidType(
+            Actual::Str("CANARY-5ecret-7f3a".into()),
+            "a sequence".into(),
+        );
         assert_eq!(describe(&kind), "expected a sequence, found string");
         let kind = Kind::UnknownVariant("CANARY-5ecret-7f3a".into(), &["a", "b"]);
         assert!(!describe(&kind).contains("5ecret"));

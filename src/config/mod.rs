@@ -737,9 +737,8 @@ fn legacy_layer(
         fig = fig.merge(Serialized::default("redis.url", url));
     } else if let Some(host) = nonempty("REDIS_HOST") {
         let port = nonempty("REDIS_PORT").unwrap_or_else(|| "6379".into());
-        port.parse::<u16>().map_err(|_| {
-            ConfigError::invalid("REDIS_PORT", "not a port number (1–65535)")
-        })?;
+        port.parse::<u16>()
+            .map_err(|_| ConfigError::invalid("REDIS_PORT", "not a port number (1–65535)"))?;
         let mut url = Url::parse("redis://localhost")
             .map_err(|e| ConfigError::invalid("REDIS_HOST", e.to_string()))?;
         url.set_host(Some(&host))
@@ -752,10 +751,7 @@ fn legacy_layer(
     }
     if let Some(v) = nonempty("ENABLE_REDIS_FALLBACK") {
         let on = parse_bool(&v).ok_or_else(|| {
-            ConfigError::invalid(
-                "ENABLE_REDIS_FALLBACK",
-                "not a boolean; use true or false",
-            )
+            ConfigError::invalid("ENABLE_REDIS_FALLBACK", "not a boolean; use true or false")
         })?;
         fig = fig.merge(Serialized::default("fallback.enabled", on));
     }
@@ -966,10 +962,7 @@ fn validate(
     )?;
 
     let listen: SocketAddr = raw.admin.listen.parse().map_err(|_| {
-        ConfigError::invalid(
-            "admin.listen",
-            "not an address such as 127.0.0.1:9090",
-        )
+        ConfigError::invalid("admin.listen", "not an address such as 127.0.0.1:9090")
     })?;
     let format = match raw.log.format.as_str() {
         "json" => LogFormat::Json,

@@ -107,11 +107,15 @@ mod tests {
     #[test]
     fn unix_socket_pass_and_password_query_values_are_masked() {
         assert_eq!(
-            redis(&format!("unix:///run/redis.sock?db=1&user=alice&pass={CANARY}")),
+            redis(&format!(
+                "unix:///run/redis.sock?db=1&user=alice&pass={CANARY}"
+            )),
             "unix:///run/redis.sock?db=1&user=alice&pass=***"
         );
         assert_eq!(
-            redis(&format!("redis+unix:///run/redis.sock?pass={CANARY}&protocol=3")),
+            redis(&format!(
+                "redis+unix:///run/redis.sock?pass={CANARY}&protocol=3"
+            )),
             "redis+unix:///run/redis.sock?pass=***&protocol=3"
         );
         assert_eq!(
@@ -119,7 +123,9 @@ mod tests {
             "unix:///run/redis.sock?password=***"
         );
         assert_eq!(
-            redis(&format!("redis://127.0.0.1/?password={CANARY}&token={CANARY}")),
+            redis(&format!(
+                "redis://127.0.0.1/?password={CANARY}&token={CANARY}"
+            )),
             "redis://127.0.0.1/?password=***&token=***"
         );
     }
@@ -144,7 +150,10 @@ mod tests {
     #[test]
     fn a_redis_url_without_credentials_is_shown_unchanged() {
         assert_eq!(redis("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(redis("unix:///run/redis.sock?db=3"), "unix:///run/redis.sock?db=3");
+        assert_eq!(
+            redis("unix:///run/redis.sock?db=3"),
+            "unix:///run/redis.sock?db=3"
+        );
     }
 
     fn endpoint(text: &str) -> String {

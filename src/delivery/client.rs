@@ -460,7 +460,11 @@ mod tests {
         ("100.128.0.1", true, "public, above CGNAT"),
         ("127.0.0.1", false, "127.0.0.0/8 loopback"),
         ("127.255.255.254", false, "127.0.0.0/8 loopback"),
-        ("169.254.169.254", false, "169.254.0.0/16 link-local, cloud metadata"),
+        (
+            "169.254.169.254",
+            false,
+            "169.254.0.0/16 link-local, cloud metadata",
+        ),
         ("169.254.0.1", false, "169.254.0.0/16 link-local"),
         ("172.15.255.255", true, "public, below 172.16/12"),
         ("172.16.0.1", false, "172.16.0.0/12 private"),
@@ -494,23 +498,51 @@ mod tests {
         ("::", false, "::/128 unspecified"),
         ("::1", false, "::1/128 loopback"),
         ("::7f00:1", false, "::/96 IPv4-compatible (deprecated)"),
-        ("::808:808", false, "::/96 IPv4-compatible (deprecated), even of a public v4"),
+        (
+            "::808:808",
+            false,
+            "::/96 IPv4-compatible (deprecated), even of a public v4",
+        ),
         ("::ffff:127.0.0.1", false, "::ffff:0:0/96 mapped loopback"),
         ("::ffff:10.1.2.3", false, "::ffff:0:0/96 mapped private"),
-        ("::ffff:169.254.169.254", false, "::ffff:0:0/96 mapped metadata"),
+        (
+            "::ffff:169.254.169.254",
+            false,
+            "::ffff:0:0/96 mapped metadata",
+        ),
         ("::ffff:0.0.0.0", false, "::ffff:0:0/96 mapped unspecified"),
-        ("::ffff:255.255.255.255", false, "::ffff:0:0/96 mapped broadcast"),
+        (
+            "::ffff:255.255.255.255",
+            false,
+            "::ffff:0:0/96 mapped broadcast",
+        ),
         ("::ffff:8.8.8.8", true, "::ffff:0:0/96 mapped public"),
-        ("::ffff:0:7f00:1", false, "::ffff:0:0:0/96 IPv4-translated, outside 2000::/3"),
+        (
+            "::ffff:0:7f00:1",
+            false,
+            "::ffff:0:0:0/96 IPv4-translated, outside 2000::/3",
+        ),
         ("64:ff9b::7f00:1", false, "64:ff9b::/96 NAT64 of loopback"),
-        ("64:ff9b::a9fe:a9fe", false, "64:ff9b::/96 NAT64 of metadata"),
+        (
+            "64:ff9b::a9fe:a9fe",
+            false,
+            "64:ff9b::/96 NAT64 of metadata",
+        ),
         ("64:ff9b::c0a8:101", false, "64:ff9b::/96 NAT64 of private"),
         ("64:ff9b::808:808", true, "64:ff9b::/96 NAT64 of public"),
-        ("64:ff9b:1::808:808", false, "64:ff9b:1::/48 local-use NAT64"),
+        (
+            "64:ff9b:1::808:808",
+            false,
+            "64:ff9b:1::/48 local-use NAT64",
+        ),
         ("64:ff9b:1:ffff::1", false, "64:ff9b:1::/48 local-use NAT64"),
         ("100::1", false, "100::/64 discard-only"),
         ("2001::1", false, "2001::/32 Teredo"),
-        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", false, "2001::/32 Teredo"),
+        (
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            false,
+            "2001::/32 Teredo",
+        ),
         ("2001:1::1", false, "2001:1::1/128 PCP anycast"),
         ("2001:2::1", false, "2001:2::/48 benchmarking"),
         ("2001:3::1", false, "2001:3::/32 AMT"),
@@ -518,7 +550,11 @@ mod tests {
         ("2001:10::1", false, "2001:10::/28 ORCHID (deprecated)"),
         ("2001:20::1", false, "2001:20::/28 ORCHIDv2"),
         ("2001:30::1", false, "2001:30::/28 DRIP"),
-        ("2001:1ff:ffff::1", false, "2001::/23 IETF protocol assignments"),
+        (
+            "2001:1ff:ffff::1",
+            false,
+            "2001::/23 IETF protocol assignments",
+        ),
         ("2001:200::1", true, "public, just above 2001::/23"),
         ("2001:db8::1", false, "2001:db8::/32 documentation"),
         ("2001:db8:ffff::1", false, "2001:db8::/32 documentation"),
@@ -527,7 +563,11 @@ mod tests {
         ("2002:a9fe:a9fe::1", false, "2002::/16 6to4 of metadata"),
         ("2002::1", false, "2002::/16 6to4 of 0.0.0.0"),
         ("2002:808:808::1", true, "2002::/16 6to4 of public"),
-        ("2620:4f:8000::1", false, "2620:4f:8000::/48 AS112 delegation"),
+        (
+            "2620:4f:8000::1",
+            false,
+            "2620:4f:8000::/48 AS112 delegation",
+        ),
         ("2606:4700:4700::1111", true, "public"),
         ("2a00:1450:4001::1", true, "public"),
         ("3fff::1", false, "3fff::/20 documentation"),
@@ -561,10 +601,7 @@ mod tests {
     async fn the_resolver_refuses_a_name_with_a_special_purpose_address() {
         use std::str::FromStr as _;
         for host in ["127.0.0.1", "169.254.169.254", "::ffff:10.0.0.1", "2001::1"] {
-            let err = match VettingResolver
-                .resolve(Name::from_str(host).unwrap())
-                .await
-            {
+            let err = match VettingResolver.resolve(Name::from_str(host).unwrap()).await {
                 Ok(_) => panic!("{host} was resolved, not refused"),
                 Err(e) => e,
             };
