@@ -151,11 +151,19 @@ fn check_config_with(toml: &str, envs: &[(&str, &str)], extra: &[&str]) -> std::
     run_cli(&args, envs)
 }
 
+/// What a case is, the file, the environment, and what the error must name.
+type BrokenConfig = (
+    &'static str,
+    String,
+    Vec<(&'static str, &'static str)>,
+    Vec<&'static str>,
+);
+
 #[test]
 fn config_errors_name_key_and_place_but_never_a_value() {
     let good = canary_config();
     // (what, the file, the environment, what the error must name)
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, Vec<&str>)> = vec![
+    let cases: Vec<BrokenConfig> = vec![
         (
             "a syntax error on the line of the redis password",
             good.replace(
