@@ -333,6 +333,14 @@ fn config_errors_name_key_and_place_but_never_a_value() {
                 "{what}: the error names `{name}`:\n{shown}"
             );
         }
+        // `run` loads the config the same way and refuses to start with the same error.
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = run_cli(&["--config", path.to_str().unwrap(), "run"], envs);
+        assert_eq!(out.status.code(), Some(78), "run, {what}: {}", show(&out));
+        assert_no_canary(&format!("run, {what}"), &show(&out));
+        assert!(show(&out).contains(names[0]), "run, {what}: {}", show(&out));
     }
 }
 
@@ -439,11 +447,16 @@ fn every_form_of_redis_credential_is_masked_by_check_config() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_and_status_json_mask_the_redis_password() {
+async fn status_status_json_and_migrate_plan_mask_the_redis_password() {
     let redis = RedisServer::start_with_password(CANARY);
     let url = format!("{}/0?password={CANARY}", redis.url());
     let toml = canary_config().replace(&format!("redis://:{CANARY}@127.0.0.1:6379"), &url);
-    for args in [&["status"][..], &["status", "--json"]] {
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["migrate", "plan"],
+        &["migrate", "plan", "--format", "json"],
+    ] {
         let dir = tempfile::TempDir::new().unwrap();
         let path = dir.path().join("config.toml");
         std::fs::write(&path, &toml).unwrap();
