@@ -18,10 +18,14 @@ async fn redis_cmd<T: redis::FromRedisValue>(redis: &RedisServer, args: &[&str])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_envelope_pushed_to_the_registry_list_is_delivered_as_its_payload_keyed_by_message_id() {
+async fn an_envelope_pushed_to_the_registry_list_is_delivered_as_its_payload_keyed_like_the_pubsub_message()
+ {
     let f = fixtures();
     let envelope = f["envelope"]["body"].as_str().unwrap();
-    let message_id = f["envelope"]["idempotency_key"].as_str().unwrap();
+    // The payload carries the key fields: the registry's pub/sub key, not the message_id.
+    let pubsub_key = f["model_ready_message"]["idempotency_key"]
+        .as_str()
+        .unwrap();
     let parsed: serde_json::Value = serde_json::from_str(envelope).unwrap();
 
     let redis = RedisServer::start();
@@ -49,7 +53,7 @@ unwrap_envelope = true
         bridge.logs()
     );
     assert_eq!(req.json(), parsed["payload"]);
-    assert_eq!(req.idempotency_key(), message_id);
+    assert_eq!(req.idempotency_key(), pubsub_key);
     assert_eq!(req.header("x-hokusai-event"), "model_ready_to_deploy");
     wait_until(SECS(5), "the source list is consumed", || async {
         redis_cmd::<i64>(&redis, &["LLEN", "hokusai:model_ready_queue"]).await == 0
