@@ -134,3 +134,67 @@ async fn with_enable_redis_fallback_a_dead_lettered_body_is_also_pushed_to_the_f
     assert_eq!(entries.len(), 1, "and the DLQ has it: {entries:?}");
     assert_eq!(entries[0]["last_status"], 410);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_replay_skips_a_list_item_that_was_not_a_registry_envelope_instead_of_posting_it_raw() {
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    let config = base_toml(&redis, "t-replay-envelope")
+        + r#"
+[[sources]]
+kind = "list"
+name = "registry"
+key = "hokusai:model_ready_queue"
+unwrap_envelope = true
+"# + &endpoint_toml("site", &rx.url("/hook"), "");
+    let bridge = Bridge::start(&config).await;
+
+    let raw = r#"{"model_id":"m","token_symbol":"t","mlflow_run_id":null,"model_version":"1"}"#;
+    let _: i64 = redis_cmd(&redis, &["LPUSH", "hokusai:model_ready_queue", raw]).await;
+    wait_until(
+        SECS(10),
+        "the raw item is dead-lettered at ingest",
+        || async { redis_cmd::<i64>(&redis, &["XLEN", "t-replay-envelope:dlq"]).await == 1 },
+    )
+    .await;
+    let entries = bridge.dlq_entries(&[]);
+    let e = &entries[0];
+    assert_eq!(e["stage"], "ingest", "{e}");
+    assert_eq!(e["source"], "registry", "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not a registry envelope"),
+        "{e}"
+    );
+
+    let out = bridge.cli(&["dlq", "replay", "--all"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a skipped entry makes replay fail: {}",
+        show(&out)
+    );
+    assert!(
+        err.contains("skipped") && err.contains("not a registry envelope"),
+        "replay says why it skipped the entry: {}",
+        show(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 skipped"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        rx.requests().is_empty(),
+        "the raw item is never POSTed: {:?}",
+        rx.requests()
+    );
+    assert_eq!(
+        bridge.dlq_entries(&[]).len(),
+        1,
+        "the entry stays in the DLQ"
+    );
+}
