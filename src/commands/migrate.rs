@@ -1,5 +1,9 @@
 //! `migrate plan` and `migrate validate`: the operator's inventory and parity check for moving
 //! the registry's consumers from Redis to webhooks.
+//!
+//! `validate` passes only when every message it observed on the pub/sub sources was
+//! delivered to every endpoint that matches it; dead-lettered (unless
+//! `--allow-dead-lettered`), still pending and missing messages fail it, each one named.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -279,7 +283,8 @@ fn suggest(
 
 // ------------------------------------------------------------------------- validate
 
-/// One endpoint's parity numbers.
+/// One endpoint's parity numbers: every observed message it should have received is in
+/// exactly one of the four counts.
 #[derive(Debug, Default, Serialize)]
 struct Parity {
     endpoint: String,
@@ -287,11 +292,44 @@ struct Parity {
     delivered: usize,
     dead_lettered: usize,
     pending: usize,
-    missing: Vec<Missing>,
+    missing: usize,
+    /// Each expected message that is not delivered, with its state.
+    not_delivered: Vec<NotDelivered>,
+}
+
+/// Where an observed message stands for one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum State {
+    /// In the endpoint's dead-letter ledger.
+    DeadLettered,
+    /// Journaled, not yet delivered (waiting or in retry) when the grace period ended.
+    Pending,
+    /// Never reached the endpoint's queue.
+    Missing,
+}
+
+impl State {
+    fn label(self) -> &'static str {
+        match self {
+            State::DeadLettered => "DEAD-LETTERED",
+            State::Pending => "PENDING",
+            State::Missing => "MISSING",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
-struct Missing {
+struct NotDelivered {
+    state: State,
+    idempotency_key: String,
+    channel: String,
+    event_type: String,
+}
+
+/// An observed message.
+#[derive(Debug, Clone)]
+struct Seen {
     idempotency_key: String,
     channel: String,
     event_type: String,
@@ -301,17 +339,39 @@ struct Missing {
 struct Report {
     window_secs: f64,
     observed: usize,
+    /// Observed messages the bridge cannot ingest: dead-lettered at ingest, never delivered.
     not_ingestible: usize,
+    /// `--allow-dead-lettered`: dead-lettered messages do not fail the check.
+    allow_dead_lettered: bool,
+    /// Configured sources this check cannot observe (list and stream sources).
+    unchecked_sources: Vec<String>,
     endpoints: Vec<Parity>,
     ok: bool,
 }
 
-/// `migrate validate --duration D`.
+/// Why a configured source cannot be observed by `migrate validate`.
+fn unobservable(s: &crate::config::SourceConfig) -> Option<String> {
+    let key = s.key.as_deref().unwrap_or("");
+    match s.kind {
+        SourceKind::Pubsub => None,
+        SourceKind::List => Some(format!(
+            "list source `{}` (key {key}): the bridge moves each item out of the list as it reads it, so no other reader can see it",
+            s.name
+        )),
+        SourceKind::Stream => Some(format!(
+            "stream source `{}` (key {key}): parity of stream sources is not checked; compare XLEN of the stream with the endpoints' delivered counts in /status",
+            s.name
+        )),
+    }
+}
+
+/// `migrate validate --duration D [--allow-dead-lettered]`.
 pub async fn validate(
     cfg: &Config,
     duration: Duration,
     grace: Duration,
     format: Format,
+    allow_dead_lettered: bool,
 ) -> anyhow::Result<i32> {
     if cfg.delivery.durability != Durability::Redis {
         anyhow::bail!(
@@ -323,8 +383,15 @@ pub async fn validate(
         .iter()
         .filter(|s| s.kind == SourceKind::Pubsub)
         .collect();
+    let unchecked_sources: Vec<String> = cfg.sources.iter().filter_map(unobservable).collect();
     if pubsub.is_empty() {
-        anyhow::bail!("migrate validate observes pub/sub sources and the config has none");
+        anyhow::bail!(
+            "migrate validate observes pub/sub sources and the config has none; it cannot check {}",
+            unchecked_sources.join("; ")
+        );
+    }
+    for u in &unchecked_sources {
+        eprintln!("not checked: {u}");
     }
     let client = cfg.redis.url.client()?;
     let mut sub = client.get_async_pubsub().await?;
@@ -347,8 +414,8 @@ pub async fn validate(
         humantime::format_duration(duration)
     );
 
-    // Observe: key → (channel, event type, unwrap?) of every message seen.
-    let mut seen: BTreeMap<String, Missing> = BTreeMap::new();
+    // Observe: key → (channel, event type) of every message seen.
+    let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
     let mut not_ingestible = 0usize;
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + duration;
@@ -377,7 +444,7 @@ pub async fn validate(
             cfg.security.max_payload_bytes,
         ) {
             Ok(p) => {
-                seen.entry(p.idempotency_key.clone()).or_insert(Missing {
+                seen.entry(p.idempotency_key.clone()).or_insert(Seen {
                     idempotency_key: p.idempotency_key,
                     channel,
                     event_type: p.event_type,
@@ -394,14 +461,15 @@ pub async fn validate(
         humantime::format_duration(grace)
     );
 
-    // Check the ledger, polling until everything is settled or the grace period ends.
+    // Check the ledger, polling until every message is delivered or dead-lettered, or the
+    // grace period ends.
     let mut conn = redis_manager(&cfg.redis.url)?;
     let settle_deadline = tokio::time::Instant::now() + grace;
     let endpoints = loop {
         let mut all_settled = true;
         let mut out = Vec::new();
         for ep in &cfg.endpoints {
-            let expected: Vec<&Missing> = seen
+            let expected: Vec<&Seen> = seen
                 .values()
                 .filter(|m| ep.matches(&m.channel, &m.event_type))
                 .collect();
@@ -419,17 +487,27 @@ pub async fn validate(
                 ..Default::default()
             };
             for (i, m) in expected.iter().enumerate() {
-                if delivered[i] {
+                let state = if delivered[i] {
                     p.delivered += 1;
+                    continue;
                 } else if dead[i] {
                     p.dead_lettered += 1;
+                    State::DeadLettered
                 } else if queued[i] {
                     p.pending += 1;
                     all_settled = false;
+                    State::Pending
                 } else {
-                    p.missing.push((*m).clone());
+                    p.missing += 1;
                     all_settled = false;
-                }
+                    State::Missing
+                };
+                p.not_delivered.push(NotDelivered {
+                    state,
+                    idempotency_key: m.idempotency_key.clone(),
+                    channel: m.channel.clone(),
+                    event_type: m.event_type.clone(),
+                });
             }
             out.push(p);
         }
@@ -438,66 +516,106 @@ pub async fn validate(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let ok = endpoints.iter().all(|p| p.missing.is_empty());
+    let dead_ok = |n: usize| n == 0 || allow_dead_lettered;
+    let ok = dead_ok(not_ingestible)
+        && endpoints
+            .iter()
+            .all(|p| p.missing == 0 && p.pending == 0 && dead_ok(p.dead_lettered));
     let report = Report {
         window_secs,
         observed: seen.len(),
         not_ingestible,
+        allow_dead_lettered,
+        unchecked_sources,
         endpoints,
         ok,
     };
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => {
-            println!(
-                "parity report: {} message(s) observed in {:.1}s ({} not ingestible, see `dlq list`)",
-                report.observed, report.window_secs, report.not_ingestible
-            );
-            println!(
-                "{:<24} {:>8} {:>9} {:>13} {:>8} {:>8}",
-                "endpoint", "expected", "delivered", "dead-lettered", "pending", "MISSING"
-            );
-            for p in &report.endpoints {
-                println!(
-                    "{:<24} {:>8} {:>9} {:>13} {:>8} {:>8}",
-                    p.endpoint,
-                    p.expected,
-                    p.delivered,
-                    p.dead_lettered,
-                    p.pending,
-                    p.missing.len()
-                );
-            }
-            for p in &report.endpoints {
-                for m in p.missing.iter().take(50) {
-                    println!(
-                        "MISSING for {}: idempotency key {} (channel {}, event {})",
-                        p.endpoint, m.idempotency_key, m.channel, m.event_type
-                    );
-                }
-                if p.missing.len() > 50 {
-                    println!(
-                        "… and {} more missing for {}",
-                        p.missing.len() - 50,
-                        p.endpoint
-                    );
-                }
-            }
-            println!(
-                "{}",
-                if report.ok {
-                    "PASS: every observed message is delivered, dead-lettered or pending"
-                } else {
-                    "FAIL: messages observed on Redis never reached the bridge's queues (no replica was subscribed, or they were lost)"
-                }
-            );
-        }
+        Format::Text => print_text(&report),
     }
     Ok(if report.ok {
         crate::exit::OK
     } else {
         crate::exit::RUNTIME
     })
+}
+
+/// Most not-delivered messages listed per endpoint in the text report (JSON lists all).
+const LIST_LIMIT: usize = 50;
+
+fn print_text(report: &Report) {
+    println!(
+        "parity report: {} message(s) observed in {:.1}s ({} not ingestible: dead-lettered at ingest, see `dlq list`)",
+        report.observed, report.window_secs, report.not_ingestible
+    );
+    println!(
+        "{:<24} {:>8} {:>9} {:>13} {:>8} {:>8}",
+        "endpoint", "expected", "delivered", "dead-lettered", "pending", "MISSING"
+    );
+    for p in &report.endpoints {
+        println!(
+            "{:<24} {:>8} {:>9} {:>13} {:>8} {:>8}",
+            p.endpoint, p.expected, p.delivered, p.dead_lettered, p.pending, p.missing
+        );
+    }
+    for p in &report.endpoints {
+        for m in p.not_delivered.iter().take(LIST_LIMIT) {
+            println!(
+                "{} for {}: idempotency key {} (channel {}, event {})",
+                m.state.label(),
+                p.endpoint,
+                m.idempotency_key,
+                m.channel,
+                m.event_type
+            );
+        }
+        if p.not_delivered.len() > LIST_LIMIT {
+            println!(
+                "… and {} more not delivered to {} (--format json lists all)",
+                p.not_delivered.len() - LIST_LIMIT,
+                p.endpoint
+            );
+        }
+    }
+    for u in &report.unchecked_sources {
+        println!("NOT CHECKED: {u}");
+    }
+    let sum = |f: fn(&Parity) -> usize| report.endpoints.iter().map(f).sum::<usize>();
+    let (dead, pending, missing) = (
+        sum(|p| p.dead_lettered) + report.not_ingestible,
+        sum(|p| p.pending),
+        sum(|p| p.missing),
+    );
+    if report.ok {
+        let accepted = if dead > 0 {
+            format!(" ({dead} dead-lettered, accepted by --allow-dead-lettered)")
+        } else {
+            String::new()
+        };
+        println!("PASS: every observed message was delivered to every matching endpoint{accepted}");
+    } else {
+        let mut why = Vec::new();
+        if missing > 0 {
+            why.push(format!(
+                "{missing} never reached the bridge's queues (no replica was subscribed, or they were lost)"
+            ));
+        }
+        if pending > 0 {
+            why.push(format!(
+                "{pending} still pending after the grace period (retrying, circuit open or paused)"
+            ));
+        }
+        if dead > 0 && !report.allow_dead_lettered {
+            why.push(format!(
+                "{dead} dead-lettered (fix and `dlq replay`, or accept them with --allow-dead-lettered)"
+            ));
+        }
+        println!(
+            "FAIL: not every observed message was delivered: {}",
+            why.join("; ")
+        );
+    }
 }
 
 /// Which of `keys` are members of the sorted set `set`.
