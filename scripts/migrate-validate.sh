@@ -15,8 +15,9 @@
 # was lost). Every message not delivered is named by state, idempotency key, channel and
 # event. The window PASSes only when every observed message was delivered to every matching
 # endpoint; dead-lettered ones (and messages the bridge cannot ingest) pass only with
-# --allow-dead-lettered. List and stream sources cannot be observed: they are named as NOT
-# CHECKED (a config with no pub/sub source is refused). The bridge must run with
+# --allow-dead-lettered. Entries added to stream sources during the window are checked too
+# (read with XRANGE, the bridge's group untouched). List sources cannot be observed: they are
+# named as NOT CHECKED (a config with only list sources is refused). The bridge must run with
 # durability = "redis" (the default).
 #
 # Options:

@@ -244,7 +244,7 @@ pub enum MigrateCommand {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
-    /// Watch the pub/sub source channels for a window and check that every message was
+    /// Watch the pub/sub and stream sources for a window and check that every message was
     /// delivered to every matching endpoint; exit 1 if any is dead-lettered, still pending
     /// or missing.
     Validate {

@@ -977,9 +977,69 @@ async fn migrate_validate_fails_on_a_dead_lettered_message_unless_allowed() {
     }
 }
 
+/// A stream source is checked too: entries added during the window are read with XRANGE
+/// (the bridge's consumer group is not touched) and keyed as the bridge keys them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_validate_checks_the_entries_of_a_stream_source() {
+    const N: u32 = 3;
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    let config = base_toml(&redis, "t-mig-validate-stream")
+        + "\n[[sources]]\nkind = \"stream\"\nname = \"events\"\nkey = \"hokusai:model_events\"\n"
+        + &endpoint_toml("site", &rx.url("/hook"), "");
+    let bridge = Bridge::start(&config).await;
+    let mut validate = Background::spawn(
+        "migrate-validate.sh",
+        &[
+            "--config",
+            bridge.config_path(),
+            "--duration",
+            "5s",
+            "--grace",
+            "30s",
+            "--format",
+            "json",
+        ],
+    );
+    // It prints this once it has noted where the stream ends.
+    let deadline = Instant::now() + PATIENCE;
+    while !validate.stderr().contains("observing") {
+        assert!(Instant::now() < deadline, "{}", validate.output());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut c = redis.conn().await;
+    let mut bodies = Vec::new();
+    for n in 1..=N {
+        let body = registry_event("validate-stream", n);
+        let _: String = redis::cmd("XADD")
+            .arg("hokusai:model_events")
+            .arg("*")
+            .arg("body")
+            .arg(&body)
+            .query_async(&mut c)
+            .await
+            .expect("XADD");
+        bodies.push(body);
+    }
+    assert!(
+        validate.started.elapsed() < SECS(5),
+        "added within the window"
+    );
+    let status = validate.wait(SECS(90)).await;
+    assert!(status.success(), "{}", validate.output());
+    let report: Value = serde_json::from_str(&validate.stdout())
+        .unwrap_or_else(|e| panic!("the report is not JSON ({e})\n{}", validate.output()));
+    assert_eq!(report["observed"], N, "{report:#}");
+    let site = &report["endpoints"][0];
+    assert_eq!(site["expected"], N, "{report:#}");
+    assert_eq!(site["delivered"], N, "{report:#}");
+    let keys: BTreeSet<String> = rx.requests().iter().map(|r| r.idempotency_key()).collect();
+    assert_eq!(keys, keys_of(&bodies));
+}
+
 /// A config whose only source is a list is refused, saying why the list cannot be observed.
 #[test]
-fn migrate_validate_refuses_a_config_without_pubsub_sources_saying_why() {
+fn migrate_validate_refuses_a_config_with_only_a_list_source_saying_why() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bridge.toml");
     std::fs::write(

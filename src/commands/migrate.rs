@@ -1,8 +1,8 @@
 //! `migrate plan` and `migrate validate`: the operator's inventory and parity check for moving
 //! the registry's consumers from Redis to webhooks.
 //!
-//! `validate` passes only when every message it observed on the pub/sub sources was
-//! delivered to every endpoint that matches it; dead-lettered (unless
+//! `validate` passes only when every message it observed on the pub/sub and stream sources
+//! was delivered to every endpoint that matches it; dead-lettered (unless
 //! `--allow-dead-lettered`), still pending and missing messages fail it, each one named.
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use crate::bridge::redis_manager;
 use crate::cli::Format;
 use crate::config::{Config, Durability, SourceKind};
 use crate::ingest;
-use crate::queue::redis::LedgerKeys;
+use crate::queue::redis::{LedgerKeys, parse_entries};
 
 // ----------------------------------------------------------------------------- plan
 
@@ -343,7 +343,7 @@ struct Report {
     not_ingestible: usize,
     /// `--allow-dead-lettered`: dead-lettered messages do not fail the check.
     allow_dead_lettered: bool,
-    /// Configured sources this check cannot observe (list and stream sources).
+    /// Configured sources this check cannot observe (list sources).
     unchecked_sources: Vec<String>,
     endpoints: Vec<Parity>,
     ok: bool,
@@ -351,17 +351,97 @@ struct Report {
 
 /// Why a configured source cannot be observed by `migrate validate`.
 fn unobservable(s: &crate::config::SourceConfig) -> Option<String> {
-    let key = s.key.as_deref().unwrap_or("");
-    match s.kind {
-        SourceKind::Pubsub => None,
-        SourceKind::List => Some(format!(
-            "list source `{}` (key {key}): the bridge moves each item out of the list as it reads it, so no other reader can see it",
-            s.name
-        )),
-        SourceKind::Stream => Some(format!(
-            "stream source `{}` (key {key}): parity of stream sources is not checked; compare XLEN of the stream with the endpoints' delivered counts in /status",
-            s.name
-        )),
+    (s.kind == SourceKind::List).then(|| {
+        format!(
+            "list source `{}` (key {}): the bridge moves each item out of the list as it reads it, so no other reader can see it",
+            s.name,
+            s.key.as_deref().unwrap_or("")
+        )
+    })
+}
+
+/// What validate saw in its window.
+#[derive(Default)]
+struct Observed {
+    /// Idempotency key → the message.
+    seen: BTreeMap<String, Seen>,
+    /// Messages the bridge cannot ingest (dead-lettered at ingest).
+    not_ingestible: usize,
+}
+
+impl Observed {
+    /// Keys a message exactly as the bridge's ingest does.
+    fn record(&mut self, cfg: &Config, body: &[u8], channel: &str, unwrap: bool) {
+        let body = bytes::Bytes::copy_from_slice(body);
+        match ingest::parse(
+            &body,
+            channel,
+            unwrap,
+            &cfg.delivery.idempotency_key_fields,
+            cfg.security.max_payload_bytes,
+        ) {
+            Ok(p) => {
+                self.seen.entry(p.idempotency_key.clone()).or_insert(Seen {
+                    idempotency_key: p.idempotency_key,
+                    channel: channel.to_string(),
+                    event_type: p.event_type,
+                });
+            }
+            Err(_) => self.not_ingestible += 1,
+        }
+    }
+}
+
+/// The id of the newest entry of stream `key` (`0-0` when it is empty or absent).
+async fn last_stream_id(conn: &mut ConnectionManager, key: &str) -> redis::RedisResult<String> {
+    let v: redis::Value = redis::cmd("XREVRANGE")
+        .arg(key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(parse_entries(v)
+        .into_iter()
+        .next()
+        .map(|(id, _)| id)
+        .unwrap_or_else(|| "0-0".into()))
+}
+
+/// Records the entries of a stream source added after `after`, up to `until` (both ids).
+/// Reading with XRANGE leaves the bridge's consumer group untouched.
+async fn observe_stream(
+    conn: &mut ConnectionManager,
+    cfg: &Config,
+    source: &crate::config::SourceConfig,
+    after: &str,
+    until: &str,
+    observed: &mut Observed,
+) -> redis::RedisResult<()> {
+    let key = source.key.as_deref().unwrap_or("");
+    let mut start = format!("({after}");
+    loop {
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(&start)
+            .arg(until)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(conn)
+            .await?;
+        let page = parse_entries(v);
+        let n = page.len();
+        for (id, fields) in page {
+            if let Some(fields) = fields {
+                let body = crate::source::stream::body_of(&fields);
+                observed.record(cfg, &body, key, source.unwrap_envelope);
+            }
+            start = format!("({id}");
+        }
+        if n < 500 {
+            return Ok(());
+        }
     }
 }
 
@@ -378,21 +458,21 @@ pub async fn validate(
             "migrate validate reads the delivery ledger, which needs delivery.durability = \"redis\""
         );
     }
-    let pubsub: Vec<_> = cfg
-        .sources
-        .iter()
-        .filter(|s| s.kind == SourceKind::Pubsub)
-        .collect();
+    let of_kind =
+        |k: SourceKind| -> Vec<_> { cfg.sources.iter().filter(|s| s.kind == k).collect() };
+    let pubsub = of_kind(SourceKind::Pubsub);
+    let streams = of_kind(SourceKind::Stream);
     let unchecked_sources: Vec<String> = cfg.sources.iter().filter_map(unobservable).collect();
-    if pubsub.is_empty() {
+    if pubsub.is_empty() && streams.is_empty() {
         anyhow::bail!(
-            "migrate validate observes pub/sub sources and the config has none; it cannot check {}",
+            "migrate validate observes pub/sub and stream sources and the config has none; it cannot check {}",
             unchecked_sources.join("; ")
         );
     }
     for u in &unchecked_sources {
         eprintln!("not checked: {u}");
     }
+    let mut conn = redis_manager(&cfg.redis.url)?;
     let client = cfg.redis.url.client()?;
     let mut sub = client.get_async_pubsub().await?;
     for s in &pubsub {
@@ -403,11 +483,16 @@ pub async fn validate(
             sub.psubscribe(&s.patterns).await?;
         }
     }
+    let mut stream_starts = Vec::with_capacity(streams.len());
+    for s in &streams {
+        stream_starts.push(last_stream_id(&mut conn, s.key.as_deref().unwrap_or("")).await?);
+    }
     eprintln!(
         "observing {} for {} …",
         pubsub
             .iter()
             .flat_map(|s| s.channels.iter().chain(&s.patterns))
+            .chain(streams.iter().filter_map(|s| s.key.as_ref()))
             .cloned()
             .collect::<Vec<_>>()
             .join(", "),
@@ -415,45 +500,40 @@ pub async fn validate(
     );
 
     // Observe: key → (channel, event type) of every message seen.
-    let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
-    let mut not_ingestible = 0usize;
+    let mut observed = Observed::default();
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + duration;
-    let mut stream = sub.on_message();
-    loop {
-        let msg = tokio::select! {
-            m = stream.next() => match m { Some(m) => m, None => anyhow::bail!("the Redis subscription was lost while observing; run validate again") },
-            _ = tokio::time::sleep_until(deadline) => break,
-        };
-        let channel = msg.get_channel_name().to_string();
-        let body = bytes::Bytes::copy_from_slice(msg.get_payload_bytes());
-        let unwrap = pubsub
-            .iter()
-            .find(|s| {
-                s.channels.contains(&channel)
-                    || s.patterns
-                        .iter()
-                        .any(|p| wildmatch::WildMatch::new(p).matches(&channel))
-            })
-            .is_some_and(|s| s.unwrap_envelope);
-        match ingest::parse(
-            &body,
-            &channel,
-            unwrap,
-            &cfg.delivery.idempotency_key_fields,
-            cfg.security.max_payload_bytes,
-        ) {
-            Ok(p) => {
-                seen.entry(p.idempotency_key.clone()).or_insert(Seen {
-                    idempotency_key: p.idempotency_key,
-                    channel,
-                    event_type: p.event_type,
-                });
-            }
-            Err(_) => not_ingestible += 1,
+    if pubsub.is_empty() {
+        tokio::time::sleep_until(deadline).await;
+    } else {
+        let mut stream = sub.on_message();
+        loop {
+            let msg = tokio::select! {
+                m = stream.next() => match m { Some(m) => m, None => anyhow::bail!("the Redis subscription was lost while observing; run validate again") },
+                _ = tokio::time::sleep_until(deadline) => break,
+            };
+            let channel = msg.get_channel_name().to_string();
+            let unwrap = pubsub
+                .iter()
+                .find(|s| {
+                    s.channels.contains(&channel)
+                        || s.patterns
+                            .iter()
+                            .any(|p| wildmatch::WildMatch::new(p).matches(&channel))
+                })
+                .is_some_and(|s| s.unwrap_envelope);
+            observed.record(cfg, msg.get_payload_bytes(), &channel, unwrap);
         }
     }
-    drop(stream);
+    for (s, start) in streams.iter().zip(&stream_starts) {
+        let key = s.key.as_deref().unwrap_or("");
+        let end = last_stream_id(&mut conn, key).await?;
+        observe_stream(&mut conn, cfg, s, start, &end, &mut observed).await?;
+    }
+    let Observed {
+        seen,
+        not_ingestible,
+    } = observed;
     let window_secs = started.elapsed().as_secs_f64();
     eprintln!(
         "observed {} message(s); waiting up to {} for deliveries to settle …",
@@ -463,7 +543,6 @@ pub async fn validate(
 
     // Check the ledger, polling until every message is delivered or dead-lettered, or the
     // grace period ends.
-    let mut conn = redis_manager(&cfg.redis.url)?;
     let settle_deadline = tokio::time::Instant::now() + grace;
     let endpoints = loop {
         let mut all_settled = true;
