@@ -425,7 +425,11 @@ mod tests {
         }
         let labels: std::collections::BTreeSet<_> =
             FailureReason::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(labels.len(), FailureReason::ALL.len(), "labels are distinct");
+        assert_eq!(
+            labels.len(),
+            FailureReason::ALL.len(),
+            "labels are distinct"
+        );
     }
 
     #[test]
