@@ -249,8 +249,9 @@ pub enum MigrateCommand {
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
     },
-    /// Watch the source channels for a window and check that every message reached every
-    /// matching endpoint (or is dead-lettered or still pending); exit 1 on any gap.
+    /// Watch the pub/sub and stream sources for a window and check that every message was
+    /// delivered to every matching endpoint; exit 1 if any is dead-lettered, still pending
+    /// or missing.
     Validate {
         /// How long to observe the source channels, e.g. `10m`.
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -261,5 +262,8 @@ pub enum MigrateCommand {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
         format: Format,
+        /// Accept dead-lettered messages (they are still counted and listed).
+        #[arg(long)]
+        allow_dead_lettered: bool,
     },
 }

@@ -162,8 +162,9 @@ fn object_fields(bytes: &[u8]) -> Result<Option<Fields<'_>>, IngestError> {
     }
 }
 
-/// A field as text the way Python's f-string shows it: strings unquoted, numbers and
-/// booleans as written; `null` counts as absent.
+/// A field as header text (event type, trace context, explicit key): strings unquoted,
+/// numbers and booleans as written; `null` counts as absent. Key fields are rendered by
+/// [`crate::key_render`] instead.
 fn field_text(v: &RawValue) -> Option<String> {
     let raw = v.get();
     if raw.starts_with('"') {
@@ -213,16 +214,24 @@ pub fn parse(
     };
     let get = |k: &str| fields.as_ref().and_then(|f| f.get(k)).and_then(field_text);
 
-    // A key or event type that cannot travel as a header value (empty, too long, control or
-    // non-ASCII characters) is passed over for the next rule, so every delivery carries one.
-    let idempotency_key = match envelope_id
+    // Key precedence: the payload's `idempotency_key`, then the key fields (rendered as the
+    // registry's Python renders them, see `key_render`), then the envelope's `message_id`,
+    // then a hash. The fields come before `message_id` because the registry's pub/sub message
+    // carries no envelope: only a key computed from the payload is the same on both paths.
+    // A key that cannot travel as a header value (empty, too long, control or non-ASCII
+    // characters) is passed over for the next rule, so every delivery carries one.
+    let idempotency_key = get("idempotency_key")
         .filter(|k| is_header_token(k))
-        .or_else(|| get("idempotency_key").filter(|k| is_header_token(k)))
-    {
-        Some(k) => k,
-        None => key_from_fields(key_fields, &get)
-            .unwrap_or_else(|| fallback_key(channel, &payload_bytes)),
-    };
+        .or_else(|| {
+            key_from_fields(key_fields, &|k: &str| {
+                fields
+                    .as_ref()
+                    .and_then(|f| f.get(k))
+                    .and_then(crate::key_render::python_text)
+            })
+        })
+        .or_else(|| envelope_id.filter(|k| is_header_token(k)))
+        .unwrap_or_else(|| fallback_key(channel, &payload_bytes));
     let event_type = get("event_type")
         .filter(|t| is_header_text(t))
         .or_else(|| get("message_type").filter(|t| is_header_text(t)))
@@ -259,8 +268,9 @@ fn header_safe(s: &str) -> String {
     if t.is_empty() { "_".into() } else { t }
 }
 
-/// `uuid5(NAMESPACE_DNS, "<f1>:<f2>:…")` when every configured field is present: the
-/// registry's Python publisher computes the same key, so receivers de-duplicate across paths.
+/// `uuid5(NAMESPACE_DNS, "<f1>:<f2>:…")` when every configured field is present (`get`
+/// gives a field's text, see [`crate::key_render`]): the registry's Python publisher computes
+/// the same key, so receivers de-duplicate across paths.
 pub fn key_from_fields(fields: &[String], get: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     if fields.is_empty() {
         return None;
@@ -761,7 +771,7 @@ mod tests {
     }
 
     #[test]
-    fn unwraps_the_envelope_and_keys_by_message_id() {
+    fn unwraps_the_envelope_and_keys_it_like_the_pubsub_message() {
         let f = fixtures();
         let body = Bytes::from(f["envelope"]["body"].as_str().unwrap().to_string());
         let p = parse(
@@ -774,11 +784,73 @@ mod tests {
         .unwrap();
         assert_eq!(
             p.idempotency_key,
-            f["envelope"]["idempotency_key"].as_str().unwrap()
+            f["model_ready_message"]["idempotency_key"]
+                .as_str()
+                .unwrap(),
+            "the payload carries the key fields: the same key as the pub/sub message"
         );
         assert_eq!(p.event_type, "model_ready_to_deploy");
         let expected_payload = f["model_ready_message"]["body"].as_str().unwrap();
         assert_eq!(std::str::from_utf8(&p.body).unwrap(), expected_payload);
+    }
+
+    /// The registry's list envelope and its pub/sub message for one event (the envelope's
+    /// payload is the pub/sub body), and the key Python computes:
+    /// `uuid5(NAMESPACE_DNS, "model-7f3a:demo-token:9b1c2d3e4f:3")`.
+    const PUBSUB_BODY: &str = r#"{"model_id":"model-7f3a","token_symbol":"demo-token","model_version":"3","mlflow_run_id":"9b1c2d3e4f","tags":{"team":"nlp"}}"#;
+    const REGISTRY_KEY: &str = "401caf00-623e-52e3-87e7-7be962a61f23";
+
+    fn envelope(payload: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"message_id":"3f2b9c6e-8d4a-4e1b-9a7c-2d5e6f708192","message_type":"model_ready_to_deploy","payload":{payload},"timestamp":"2026-11-28T15:00:00","retry_count":0,"max_retries":3}}"#
+        ))
+    }
+
+    #[test]
+    fn the_envelope_and_the_pubsub_message_of_one_event_get_the_same_key() {
+        let f = default_fields();
+        let direct = parse(&Bytes::from(PUBSUB_BODY), "pubsub", false, &f, 1 << 20).unwrap();
+        let wrapped = parse(&envelope(PUBSUB_BODY), "list", true, &f, 1 << 20).unwrap();
+        assert_eq!(direct.idempotency_key, REGISTRY_KEY);
+        assert_eq!(wrapped.idempotency_key, REGISTRY_KEY);
+        assert_eq!(wrapped.body, Bytes::from(PUBSUB_BODY));
+    }
+
+    #[test]
+    fn an_envelope_whose_payload_lacks_the_key_fields_keeps_its_message_id() {
+        let p = parse(
+            &envelope(r#"{"model_id":"m","note":"no token symbol"}"#),
+            "list",
+            true,
+            &default_fields(),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(p.idempotency_key, "3f2b9c6e-8d4a-4e1b-9a7c-2d5e6f708192");
+        let p = parse(
+            &envelope(r#"{"idempotency_key":"k-9","model_id":"m"}"#),
+            "list",
+            true,
+            &default_fields(),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(
+            p.idempotency_key, "k-9",
+            "the payload's own key comes first"
+        );
+    }
+
+    #[test]
+    fn a_run_less_model_keys_with_none_like_the_registry() {
+        let body = Bytes::from_static(
+            br#"{"model_id":"m","token_symbol":"t","mlflow_run_id":null,"model_version":2.0,"x":true}"#,
+        );
+        let p = parse(&body, "c", false, &default_fields(), 1 << 20).unwrap();
+        assert_eq!(
+            p.idempotency_key,
+            Uuid::new_v5(&Uuid::NAMESPACE_DNS, b"m:t:None:2.0").to_string()
+        );
     }
 
     #[test]

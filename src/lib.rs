@@ -14,6 +14,7 @@
 //! - [`ingest`]: size and JSON checks, envelope unwrapping, idempotency key, event type,
 //!   routing, then the journal: one Lua call per batch records each message's key and
 //!   appends it to every matching endpoint's queue; dual publishing ([`ingest::Republisher`]).
+//! - [`key_render`]: idempotency key fields written exactly as the registry's Python does.
 //! - [`queue`]: per-endpoint queues of [`queue::Job`]s: [`queue::redis`] (streams, consumer
 //!   groups, retry set, heartbeats, claiming a dead replica's work, delivery ledger) and
 //!   [`queue::memory`].
@@ -42,6 +43,7 @@ pub mod control;
 pub mod delivery;
 pub mod dlq;
 pub mod ingest;
+pub mod key_render;
 pub mod queue;
 pub mod shutdown;
 pub mod source;

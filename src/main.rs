@@ -94,9 +94,11 @@ async fn dispatch(cli: Cli) -> i32 {
             duration,
             grace,
             format,
+            allow_dead_lettered,
         }) => {
             with_config(&opts, |cfg| async move {
-                commands::migrate::validate(&cfg, duration, grace, format).await
+                commands::migrate::validate(&cfg, duration, grace, format, allow_dead_lettered)
+                    .await
             })
             .await
         }

@@ -61,6 +61,184 @@ pub mod metric {
     ];
 }
 
+/// The `reason` label of `webhook_publish_failure_total`: a closed set, so that each series
+/// can exist (at zero) from the first scrape and alert expressions never see it absent.
+/// Statuses a receiver commonly answers have their own value; any other one is counted in
+/// its class (`http_3xx`, `http_4xx`, `http_5xx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    /// Any 3xx (redirects are not followed).
+    Http3xx,
+    /// 400 Bad Request.
+    Http400,
+    /// 401 Unauthorized (a signature the receiver rejects).
+    Http401,
+    /// 403 Forbidden.
+    Http403,
+    /// 404 Not Found.
+    Http404,
+    /// 408 Request Timeout.
+    Http408,
+    /// 409 Conflict.
+    Http409,
+    /// 410 Gone.
+    Http410,
+    /// 413 Content Too Large.
+    Http413,
+    /// 422 Unprocessable Content.
+    Http422,
+    /// 425 Too Early.
+    Http425,
+    /// 429 Too Many Requests.
+    Http429,
+    /// Any other 4xx.
+    Http4xx,
+    /// 500 Internal Server Error.
+    Http500,
+    /// 502 Bad Gateway.
+    Http502,
+    /// 503 Service Unavailable.
+    Http503,
+    /// 504 Gateway Timeout.
+    Http504,
+    /// Any other 5xx.
+    Http5xx,
+    /// Any other status outside 2xx–5xx.
+    HttpOther,
+    /// No answer within the endpoint's `timeout`.
+    Timeout,
+    /// Connection or DNS failure.
+    Connect,
+    /// Any other request failure (e.g. a broken answer).
+    Request,
+    /// The URL policy refused the address (`allow_private_networks`).
+    Blocked,
+}
+
+impl FailureReason {
+    /// Every value, in label order.
+    pub const ALL: &[FailureReason] = &[
+        Self::Http3xx,
+        Self::Http400,
+        Self::Http401,
+        Self::Http403,
+        Self::Http404,
+        Self::Http408,
+        Self::Http409,
+        Self::Http410,
+        Self::Http413,
+        Self::Http422,
+        Self::Http425,
+        Self::Http429,
+        Self::Http4xx,
+        Self::Http500,
+        Self::Http502,
+        Self::Http503,
+        Self::Http504,
+        Self::Http5xx,
+        Self::HttpOther,
+        Self::Timeout,
+        Self::Connect,
+        Self::Request,
+        Self::Blocked,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http3xx => "http_3xx",
+            Self::Http400 => "http_400",
+            Self::Http401 => "http_401",
+            Self::Http403 => "http_403",
+            Self::Http404 => "http_404",
+            Self::Http408 => "http_408",
+            Self::Http409 => "http_409",
+            Self::Http410 => "http_410",
+            Self::Http413 => "http_413",
+            Self::Http422 => "http_422",
+            Self::Http425 => "http_425",
+            Self::Http429 => "http_429",
+            Self::Http4xx => "http_4xx",
+            Self::Http500 => "http_500",
+            Self::Http502 => "http_502",
+            Self::Http503 => "http_503",
+            Self::Http504 => "http_504",
+            Self::Http5xx => "http_5xx",
+            Self::HttpOther => "http_other",
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::Request => "request",
+            Self::Blocked => "blocked",
+        }
+    }
+
+    /// The reason for a non-2xx status.
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            300..=399 => Self::Http3xx,
+            400 => Self::Http400,
+            401 => Self::Http401,
+            403 => Self::Http403,
+            404 => Self::Http404,
+            408 => Self::Http408,
+            409 => Self::Http409,
+            410 => Self::Http410,
+            413 => Self::Http413,
+            422 => Self::Http422,
+            425 => Self::Http425,
+            429 => Self::Http429,
+            402..=499 => Self::Http4xx,
+            500 => Self::Http500,
+            502 => Self::Http502,
+            503 => Self::Http503,
+            504 => Self::Http504,
+            501..=599 => Self::Http5xx,
+            _ => Self::HttpOther,
+        }
+    }
+}
+
+/// Registers every per-endpoint series at zero (success, failure for each
+/// [`FailureReason`], retries, circuit state, queue depth and both histograms), so the
+/// dashboard and alerts see them from the first scrape. Called for each endpoint when its
+/// worker is built, at start and when a reload adds it.
+pub fn endpoint_series(endpoint: &str) {
+    let name = endpoint.to_string();
+    metrics::counter!(metric::PUBLISH_SUCCESS, "endpoint" => name.clone()).increment(0);
+    for r in FailureReason::ALL {
+        metrics::counter!(metric::PUBLISH_FAILURE, "endpoint" => name.clone(), "reason" => r.as_str())
+            .increment(0);
+    }
+    metrics::counter!(metric::RETRY_COUNT, "endpoint" => name.clone()).increment(0);
+    metrics::gauge!(metric::CIRCUIT_STATE, "endpoint" => name.clone()).set(0.0);
+    metrics::gauge!(metric::QUEUE_DEPTH, "endpoint" => name.clone()).increment(0.0);
+    let _ = metrics::histogram!(metric::DELIVERY_DURATION, "endpoint" => name.clone());
+    let _ = metrics::histogram!(metric::END_TO_END, "endpoint" => name);
+}
+
+/// Registers the process-wide series at zero: received and disconnects per source,
+/// republished per configured target (also without `--dual`: it then stays 0), duplicates,
+/// DLQ depth, both reload results and the legacy-subscriber gauge of every source channel.
+pub fn process_series(cfg: &crate::config::Config) {
+    for s in &cfg.sources {
+        metrics::counter!(metric::MESSAGES_RECEIVED, "source" => s.name.clone()).increment(0);
+        metrics::counter!(metric::SOURCE_DISCONNECTS, "source" => s.name.clone()).increment(0);
+        if s.kind == crate::config::SourceKind::Pubsub {
+            for c in &s.channels {
+                metrics::gauge!(metric::LEGACY_SUBSCRIBERS, "channel" => c.clone()).increment(0.0);
+            }
+        }
+    }
+    for t in &cfg.republish.targets {
+        metrics::counter!(metric::REPUBLISHED, "target" => t.label()).increment(0);
+    }
+    metrics::counter!(metric::DUPLICATES_DROPPED).increment(0);
+    metrics::gauge!(metric::DLQ_DEPTH).increment(0.0);
+    for result in ["success", "failure"] {
+        metrics::counter!(metric::CONFIG_RELOADS, "result" => result).increment(0);
+    }
+}
+
 /// Histogram buckets that suit webhooks: 1 ms … 60 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -230,6 +408,27 @@ mod tests {
         assert!(
             !tp.contains("00f067aa0ba902b7"),
             "span id must be new: {tp}"
+        );
+    }
+
+    #[test]
+    fn every_status_maps_to_one_of_the_closed_set_of_failure_reasons() {
+        assert_eq!(FailureReason::from_status(401).as_str(), "http_401");
+        assert_eq!(FailureReason::from_status(503).as_str(), "http_503");
+        assert_eq!(FailureReason::from_status(418).as_str(), "http_4xx");
+        assert_eq!(FailureReason::from_status(507).as_str(), "http_5xx");
+        assert_eq!(FailureReason::from_status(301).as_str(), "http_3xx");
+        assert_eq!(FailureReason::from_status(102).as_str(), "http_other");
+        for status in 100..=999 {
+            let r = FailureReason::from_status(status);
+            assert!(FailureReason::ALL.contains(&r), "{status} → {r:?}");
+        }
+        let labels: std::collections::BTreeSet<_> =
+            FailureReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            labels.len(),
+            FailureReason::ALL.len(),
+            "labels are distinct"
         );
     }
 

@@ -238,6 +238,138 @@ fn the_metric_scanner_strips_histogram_suffixes_and_respects_word_boundaries() {
     assert_eq!(names, expected);
 }
 
+/// Every metric name `deploy/` uses, from its dashboard, alerts and rule files.
+fn deploy_metric_names() -> BTreeSet<String> {
+    files_under(&deploy_dir())
+        .iter()
+        .flat_map(|p| metric_names_in(&read(p)))
+        .collect()
+}
+
+/// Whether `/metrics` text has a sample of `name` whose labels include every one of `labels`
+/// (a histogram counts by its `_count` sample).
+fn has_series(text: &str, name: &str, labels: &[(&str, &str)]) -> bool {
+    [name.to_string(), format!("{name}_count")]
+        .iter()
+        .any(|n| common::metric_in(text, n, labels).is_some())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_series_deploy_uses_exists_at_zero_from_the_first_scrape_and_after_a_reload() {
+    use common::{Bridge, Receiver, RedisServer, base_toml, endpoint_toml, wait_until};
+    use redis_webhook_bridge::telemetry::FailureReason;
+
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    let base = base_toml(&redis, "t-zero-series")
+        + r#"
+[[sources]]
+kind = "pubsub"
+name = "registry"
+channels = ["hokusai:model_ready_queue:pubsub"]
+
+[[sources]]
+kind = "list"
+name = "registry-list"
+key = "hokusai:model_ready_queue"
+unwrap_envelope = true
+
+[republish]
+targets = [{ kind = "channel", key = "copy" }]
+"#;
+    let one = base.clone() + &endpoint_toml("a", &rx.url("/a"), "");
+    let bridge = Bridge::start(&one).await;
+    // The first scrape after readiness: nothing has happened yet.
+    let text = bridge.metrics_text().await;
+
+    let used = deploy_metric_names();
+    assert!(used.len() >= 12, "the scan found {used:?}");
+    for name in &used {
+        assert!(
+            has_series(&text, name, &[]),
+            "{name} (used in deploy/) is absent from the first scrape:\n{text}"
+        );
+    }
+    let per_endpoint = [
+        "webhook_publish_success_total",
+        "webhook_retry_count_total",
+        "webhook_circuit_breaker_state",
+        "webhook_delivery_duration_seconds",
+        "webhook_end_to_end_latency_seconds",
+        "bridge_queue_depth",
+    ];
+    let endpoint_series = |text: &str, ep: &str| {
+        for name in per_endpoint {
+            assert_eq!(
+                common::metric_in(text, name, &[("endpoint", ep)]).or_else(|| {
+                    common::metric_in(text, &format!("{name}_count"), &[("endpoint", ep)])
+                }),
+                Some(0.0),
+                "{name}{{endpoint={ep}}} at zero:\n{text}"
+            );
+        }
+        for r in FailureReason::ALL {
+            assert_eq!(
+                common::metric_in(
+                    text,
+                    "webhook_publish_failure_total",
+                    &[("endpoint", ep), ("reason", r.as_str())]
+                ),
+                Some(0.0),
+                "failure reason {} of {ep} at zero",
+                r.as_str()
+            );
+        }
+    };
+    endpoint_series(&text, "a");
+    for source in ["registry", "registry-list"] {
+        for name in [
+            "bridge_messages_received_total",
+            "bridge_source_disconnects_total",
+        ] {
+            assert_eq!(
+                common::metric_in(&text, name, &[("source", source)]),
+                Some(0.0),
+                "{name}{{source={source}}}:\n{text}"
+            );
+        }
+    }
+    assert_eq!(
+        common::metric_in(
+            &text,
+            "bridge_messages_republished_total",
+            &[("target", "channel:copy")]
+        ),
+        Some(0.0),
+        "a configured republish target, also without --dual"
+    );
+    for result in ["success", "failure"] {
+        assert_eq!(
+            common::metric_in(&text, "bridge_config_reloads_total", &[("result", result)]),
+            Some(0.0)
+        );
+    }
+
+    // A reload that adds an endpoint brings its series at zero too.
+    std::fs::write(
+        bridge.config_path(),
+        one + &endpoint_toml("b", &rx.url("/b"), ""),
+    )
+    .unwrap();
+    bridge.sighup();
+    wait_until(
+        Duration::from_secs(30),
+        "the reload adds endpoint b",
+        || async {
+            bridge.status_json().await["endpoints"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|e| e["name"] == "b"))
+        },
+    )
+    .await;
+    endpoint_series(&bridge.metrics_text().await, "b");
+}
+
 // ---------------------------------------------------------------------------------------
 // Prometheus rules
 // ---------------------------------------------------------------------------------------

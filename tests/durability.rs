@@ -684,7 +684,8 @@ async fn the_list_source_unwraps_registry_envelopes_empties_its_lists_and_recove
 
     let f = fixtures();
     let fixture_body = f["envelope"]["body"].as_str().unwrap().to_string();
-    let fixture_id = f["envelope"]["idempotency_key"]
+    // The fixture's payload carries the key fields: keyed like the registry's pub/sub message.
+    let fixture_id = f["model_ready_message"]["idempotency_key"]
         .as_str()
         .unwrap()
         .to_string();

@@ -820,7 +820,10 @@ async fn migrate_validate_passes_on_a_healthy_run() {
         .unwrap_or_else(|| panic!("no parity for site: {report:#}"));
     assert_eq!(site["expected"], N, "{report:#}");
     assert_eq!(site["delivered"], N, "{report:#}");
-    assert_eq!(site["missing"], Value::Array(vec![]), "{report:#}");
+    assert_eq!(site["missing"], 0, "{report:#}");
+    assert_eq!(site["dead_lettered"], 0, "{report:#}");
+    assert_eq!(site["pending"], 0, "{report:#}");
+    assert_eq!(site["not_delivered"], Value::Array(vec![]), "{report:#}");
     let elsewhere = report["endpoints"]
         .as_array()
         .and_then(|e| e.iter().find(|p| p["endpoint"] == "elsewhere"))
@@ -901,6 +904,166 @@ async fn migrate_validate_fails_naming_the_messages_an_endpoint_never_got() {
         validate.stderr().contains("window 1/1: FAIL"),
         "{}",
         validate.output()
+    );
+}
+
+/// A dead-lettered message fails the check, named as such, unless `--allow-dead-lettered`
+/// accepts it; the counts say where each observed message stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_validate_fails_on_a_dead_lettered_message_unless_allowed() {
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    rx.set_default(Reply::status(400)); // permanent: dead-lettered at once
+    let config =
+        base_toml(&redis, "t-mig-validate-dead") + &endpoint_toml("site", &rx.url("/hook"), "");
+    let bridge = Bridge::start(&config).await;
+
+    for (round, args) in [
+        (
+            1u32,
+            vec!["--duration", "5s", "--grace", "20s", "--format", "json"],
+        ),
+        (
+            2,
+            vec![
+                "--duration",
+                "5s",
+                "--grace",
+                "20s",
+                "--format",
+                "json",
+                "--allow-dead-lettered",
+            ],
+        ),
+    ] {
+        let mut validate = start_validate(&redis, &bridge, &args).await;
+        let bodies = publish_events(&redis, &format!("dead-{round}"), 1..=1, 2).await;
+        let status = validate.wait(SECS(90)).await;
+        let report: Value = serde_json::from_str(&validate.stdout())
+            .unwrap_or_else(|e| panic!("the report is not JSON ({e})\n{}", validate.output()));
+        let site = &report["endpoints"][0];
+        assert_eq!(site["endpoint"], "site", "{report:#}");
+        assert_eq!(
+            (
+                &site["expected"],
+                &site["delivered"],
+                &site["dead_lettered"],
+                &site["pending"],
+                &site["missing"]
+            ),
+            (
+                &serde_json::json!(1),
+                &serde_json::json!(0),
+                &serde_json::json!(1),
+                &serde_json::json!(0),
+                &serde_json::json!(0)
+            ),
+            "{report:#}"
+        );
+        let listed = &site["not_delivered"][0];
+        assert_eq!(listed["state"], "dead_lettered", "{report:#}");
+        assert_eq!(
+            listed["idempotency_key"].as_str(),
+            keys_of(&bodies).iter().next().map(String::as_str),
+            "{report:#}"
+        );
+        if round == 1 {
+            assert_eq!(status.code(), Some(1), "{}", validate.output());
+            assert_eq!(report["ok"], false, "{report:#}");
+        } else {
+            assert!(status.success(), "{}", validate.output());
+            assert_eq!(report["ok"], true, "{report:#}");
+        }
+    }
+}
+
+/// A stream source is checked too: entries added during the window are read with XRANGE
+/// (the bridge's consumer group is not touched) and keyed as the bridge keys them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_validate_checks_the_entries_of_a_stream_source() {
+    const N: u32 = 3;
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    let config = base_toml(&redis, "t-mig-validate-stream")
+        + "\n[[sources]]\nkind = \"stream\"\nname = \"events\"\nkey = \"hokusai:model_events\"\n"
+        + &endpoint_toml("site", &rx.url("/hook"), "");
+    let bridge = Bridge::start(&config).await;
+    let mut validate = Background::spawn(
+        "migrate-validate.sh",
+        &[
+            "--config",
+            bridge.config_path(),
+            "--duration",
+            "5s",
+            "--grace",
+            "30s",
+            "--format",
+            "json",
+        ],
+    );
+    // It prints this once it has noted where the stream ends.
+    let deadline = Instant::now() + PATIENCE;
+    while !validate.stderr().contains("observing") {
+        assert!(Instant::now() < deadline, "{}", validate.output());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut c = redis.conn().await;
+    let mut bodies = Vec::new();
+    for n in 1..=N {
+        let body = registry_event("validate-stream", n);
+        let _: String = redis::cmd("XADD")
+            .arg("hokusai:model_events")
+            .arg("*")
+            .arg("body")
+            .arg(&body)
+            .query_async(&mut c)
+            .await
+            .expect("XADD");
+        bodies.push(body);
+    }
+    assert!(
+        validate.started.elapsed() < SECS(5),
+        "added within the window"
+    );
+    let status = validate.wait(SECS(90)).await;
+    assert!(status.success(), "{}", validate.output());
+    let report: Value = serde_json::from_str(&validate.stdout())
+        .unwrap_or_else(|e| panic!("the report is not JSON ({e})\n{}", validate.output()));
+    assert_eq!(report["observed"], N, "{report:#}");
+    let site = &report["endpoints"][0];
+    assert_eq!(site["expected"], N, "{report:#}");
+    assert_eq!(site["delivered"], N, "{report:#}");
+    let keys: BTreeSet<String> = rx.requests().iter().map(|r| r.idempotency_key()).collect();
+    assert_eq!(keys, keys_of(&bodies));
+}
+
+/// A config whose only source is a list is refused, saying why the list cannot be observed.
+#[test]
+fn migrate_validate_refuses_a_config_with_only_a_list_source_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config,
+        "[redis]\nurl = \"redis://127.0.0.1:1\"\n\n[[sources]]\nkind = \"list\"\nname = \"registry\"\nkey = \"hokusai:model_ready_queue\"\nunwrap_envelope = true\n\n[[endpoints]]\nname = \"site\"\nurl = \"https://example.com/hook\"\nsecrets = [\"s\"]\n",
+    )
+    .unwrap();
+    let out = run_cli(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "migrate",
+            "validate",
+            "--duration",
+            "1s",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("list source `registry`") && err.contains("no other reader can see it"),
+        "{}",
+        show(&out)
     );
 }
 

@@ -18,10 +18,14 @@ async fn redis_cmd<T: redis::FromRedisValue>(redis: &RedisServer, args: &[&str])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_envelope_pushed_to_the_registry_list_is_delivered_as_its_payload_keyed_by_message_id() {
+async fn an_envelope_pushed_to_the_registry_list_is_delivered_as_its_payload_keyed_like_the_pubsub_message()
+ {
     let f = fixtures();
     let envelope = f["envelope"]["body"].as_str().unwrap();
-    let message_id = f["envelope"]["idempotency_key"].as_str().unwrap();
+    // The payload carries the key fields: the registry's pub/sub key, not the message_id.
+    let pubsub_key = f["model_ready_message"]["idempotency_key"]
+        .as_str()
+        .unwrap();
     let parsed: serde_json::Value = serde_json::from_str(envelope).unwrap();
 
     let redis = RedisServer::start();
@@ -49,7 +53,7 @@ unwrap_envelope = true
         bridge.logs()
     );
     assert_eq!(req.json(), parsed["payload"]);
-    assert_eq!(req.idempotency_key(), message_id);
+    assert_eq!(req.idempotency_key(), pubsub_key);
     assert_eq!(req.header("x-hokusai-event"), "model_ready_to_deploy");
     wait_until(SECS(5), "the source list is consumed", || async {
         redis_cmd::<i64>(&redis, &["LLEN", "hokusai:model_ready_queue"]).await == 0
@@ -129,4 +133,68 @@ async fn with_enable_redis_fallback_a_dead_lettered_body_is_also_pushed_to_the_f
     let entries = bridge.dlq_entries(&[("ENABLE_REDIS_FALLBACK", "true")]);
     assert_eq!(entries.len(), 1, "and the DLQ has it: {entries:?}");
     assert_eq!(entries[0]["last_status"], 410);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_replay_skips_a_list_item_that_was_not_a_registry_envelope_instead_of_posting_it_raw() {
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    let config = base_toml(&redis, "t-replay-envelope")
+        + r#"
+[[sources]]
+kind = "list"
+name = "registry"
+key = "hokusai:model_ready_queue"
+unwrap_envelope = true
+"# + &endpoint_toml("site", &rx.url("/hook"), "");
+    let bridge = Bridge::start(&config).await;
+
+    let raw = r#"{"model_id":"m","token_symbol":"t","mlflow_run_id":null,"model_version":"1"}"#;
+    let _: i64 = redis_cmd(&redis, &["LPUSH", "hokusai:model_ready_queue", raw]).await;
+    wait_until(
+        SECS(10),
+        "the raw item is dead-lettered at ingest",
+        || async { redis_cmd::<i64>(&redis, &["XLEN", "t-replay-envelope:dlq"]).await == 1 },
+    )
+    .await;
+    let entries = bridge.dlq_entries(&[]);
+    let e = &entries[0];
+    assert_eq!(e["stage"], "ingest", "{e}");
+    assert_eq!(e["source"], "registry", "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("not a registry envelope"),
+        "{e}"
+    );
+
+    let out = bridge.cli(&["dlq", "replay", "--all"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a skipped entry makes replay fail: {}",
+        show(&out)
+    );
+    assert!(
+        err.contains("skipped") && err.contains("not a registry envelope"),
+        "replay says why it skipped the entry: {}",
+        show(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 skipped"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        rx.requests().is_empty(),
+        "the raw item is never POSTed: {:?}",
+        rx.requests()
+    );
+    assert_eq!(
+        bridge.dlq_entries(&[]).len(),
+        1,
+        "the entry stays in the DLQ"
+    );
 }

@@ -292,7 +292,9 @@ pub async fn run(
         ));
     }
 
-    zero_metrics(&cfg, opts.dual);
+    // Every series the dashboard and alerts use exists from the first scrape; each
+    // endpoint's own are registered when its worker is built (also on reload).
+    crate::telemetry::process_series(&cfg);
     dlq.refresh_depth_gauge().await;
 
     tracing::info!(
@@ -433,32 +435,6 @@ mod erased {
     impl<T: serde::Serialize> Show for T {
         fn show(&self) -> String {
             serde_json::to_string(self).unwrap_or_default()
-        }
-    }
-}
-
-/// Registers every counter and gauge at zero, so dashboards and alert rules see each series
-/// (and `rate()` works) before the first event of its kind.
-fn zero_metrics(cfg: &Config, dual: bool) {
-    use crate::telemetry::metric;
-    metrics::counter!(metric::DUPLICATES_DROPPED).increment(0);
-    for result in ["success", "failure"] {
-        metrics::counter!(metric::CONFIG_RELOADS, "result" => result).increment(0);
-    }
-    for s in &cfg.sources {
-        metrics::counter!(metric::MESSAGES_RECEIVED, "source" => s.name.clone()).increment(0);
-        metrics::counter!(metric::SOURCE_DISCONNECTS, "source" => s.name.clone()).increment(0);
-        for c in &s.channels {
-            metrics::gauge!(metric::LEGACY_SUBSCRIBERS, "channel" => c.clone()).set(0.0);
-        }
-    }
-    for e in &cfg.endpoints {
-        metrics::counter!(metric::PUBLISH_SUCCESS, "endpoint" => e.name.clone()).increment(0);
-        metrics::counter!(metric::RETRY_COUNT, "endpoint" => e.name.clone()).increment(0);
-    }
-    if dual {
-        for t in &cfg.republish.targets {
-            metrics::counter!(metric::REPUBLISHED, "target" => t.label()).increment(0);
         }
     }
 }

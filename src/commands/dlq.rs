@@ -98,6 +98,25 @@ pub async fn run(cfg: Config, cmd: DlqCommand) -> anyhow::Result<i32> {
     }
 }
 
+/// Whether a raw message dead-lettered at ingest is to be unwrapped as a registry envelope
+/// on replay: the rules of the source it was read from, so that replay never delivers what
+/// ingest refused (an envelope expected but not found is not posted raw). A rejection as
+/// "not a registry envelope" proves the source unwrapped; otherwise the source's current
+/// setting decides, and an entry whose source is gone is skipped (its rules are unknown).
+fn ingest_rules(cfg: &Config, e: &DeadLetter) -> Result<bool, String> {
+    let source = cfg.sources.iter().find(|s| s.name == e.source);
+    if e.error.starts_with("not a registry envelope") {
+        return Ok(true);
+    }
+    match source {
+        Some(s) => Ok(s.unwrap_envelope),
+        None => Err(format!(
+            "source `{}` is not in the config, so the ingest rules it was read under (unwrap_envelope) are unknown",
+            e.source
+        )),
+    }
+}
+
 fn stage(s: Stage) -> &'static str {
     match s {
         Stage::Ingest => "ingest",
@@ -164,22 +183,26 @@ async fn replay(
     let mut queued = 0u64;
     for e in &entries {
         let received_at = UNIX_EPOCH + Duration::from_millis(e.received_at_ms);
-        let targets: Vec<_> = match e.stage {
-            Stage::Delivery => endpoints
-                .iter()
-                .filter(|r| r.route.endpoint.name == e.endpoint)
-                .collect(),
-            Stage::Ingest => endpoints
+        // An ingest entry with an endpoint was parsed already (a full memory queue): its body
+        // and key are final, like a delivery entry's. Without one it holds the raw message.
+        let raw = e.stage == Stage::Ingest && e.endpoint.is_empty();
+        let targets: Vec<_> = if raw {
+            endpoints
                 .iter()
                 .filter(|r| {
                     endpoint
                         .as_deref()
                         .is_none_or(|n| n == r.route.endpoint.name)
                 })
-                .collect(),
+                .collect()
+        } else {
+            endpoints
+                .iter()
+                .filter(|r| r.route.endpoint.name == e.endpoint)
+                .collect()
         };
-        let msg = match e.stage {
-            Stage::Delivery => Message {
+        let msg = if !raw {
+            Message {
                 idempotency_key: e.idempotency_key.clone(),
                 event_type: e.event_type.clone(),
                 source: Arc::from(e.source.as_str()),
@@ -187,38 +210,45 @@ async fn replay(
                 body: e.body.clone(),
                 received_at,
                 traceparent: None,
-            },
-            Stage::Ingest => {
-                match ingest::parse(
-                    &e.body,
-                    &e.channel,
-                    false,
-                    &ingest_settings.key_fields,
-                    ingest_settings.max_payload_bytes,
-                ) {
-                    Ok(p) => Message {
-                        idempotency_key: p.idempotency_key,
-                        event_type: p.event_type,
-                        source: Arc::from(e.source.as_str()),
-                        channel: e.channel.clone(),
-                        body: p.body,
-                        received_at,
-                        traceparent: p.traceparent,
-                    },
-                    Err(err) => {
-                        eprintln!("{}: still cannot be ingested ({err}); left in place", e.id);
-                        skipped += 1;
-                        continue;
-                    }
+            }
+        } else {
+            let unwrap_envelope = match ingest_rules(cfg, e) {
+                Ok(u) => u,
+                Err(why) => {
+                    eprintln!("{}: skipped: {why}; left in place", e.id);
+                    skipped += 1;
+                    continue;
+                }
+            };
+            match ingest::parse(
+                &e.body,
+                &e.channel,
+                unwrap_envelope,
+                &ingest_settings.key_fields,
+                ingest_settings.max_payload_bytes,
+            ) {
+                Ok(p) => Message {
+                    idempotency_key: p.idempotency_key,
+                    event_type: p.event_type,
+                    source: Arc::from(e.source.as_str()),
+                    channel: e.channel.clone(),
+                    body: p.body,
+                    received_at,
+                    traceparent: p.traceparent,
+                },
+                Err(err) => {
+                    eprintln!(
+                        "{}: skipped: still cannot be ingested ({err}); left in place",
+                        e.id
+                    );
+                    skipped += 1;
+                    continue;
                 }
             }
         };
         let targets: Vec<_> = targets
             .into_iter()
-            .filter(|r| {
-                e.stage == Stage::Delivery
-                    || r.route.endpoint.matches(&msg.channel, &msg.event_type)
-            })
+            .filter(|r| !raw || r.route.endpoint.matches(&msg.channel, &msg.event_type))
             .collect();
         if targets.is_empty() {
             eprintln!(

@@ -1,5 +1,9 @@
 //! `migrate plan` and `migrate validate`: the operator's inventory and parity check for moving
 //! the registry's consumers from Redis to webhooks.
+//!
+//! `validate` passes only when every message it observed on the pub/sub and stream sources
+//! was delivered to every endpoint that matches it; dead-lettered (unless
+//! `--allow-dead-lettered`), still pending and missing messages fail it, each one named.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -12,7 +16,7 @@ use crate::bridge::redis_manager;
 use crate::cli::Format;
 use crate::config::{Config, Durability, SourceKind};
 use crate::ingest;
-use crate::queue::redis::LedgerKeys;
+use crate::queue::redis::{LedgerKeys, parse_entries};
 
 // ----------------------------------------------------------------------------- plan
 
@@ -284,7 +288,8 @@ fn suggest(
 
 // ------------------------------------------------------------------------- validate
 
-/// One endpoint's parity numbers.
+/// One endpoint's parity numbers: every observed message it should have received is in
+/// exactly one of the four counts.
 #[derive(Debug, Default, Serialize)]
 struct Parity {
     endpoint: String,
@@ -292,11 +297,44 @@ struct Parity {
     delivered: usize,
     dead_lettered: usize,
     pending: usize,
-    missing: Vec<Missing>,
+    missing: usize,
+    /// Each expected message that is not delivered, with its state.
+    not_delivered: Vec<NotDelivered>,
+}
+
+/// Where an observed message stands for one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum State {
+    /// In the endpoint's dead-letter ledger.
+    DeadLettered,
+    /// Journaled, not yet delivered (waiting or in retry) when the grace period ended.
+    Pending,
+    /// Never reached the endpoint's queue.
+    Missing,
+}
+
+impl State {
+    fn label(self) -> &'static str {
+        match self {
+            State::DeadLettered => "DEAD-LETTERED",
+            State::Pending => "PENDING",
+            State::Missing => "MISSING",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
-struct Missing {
+struct NotDelivered {
+    state: State,
+    idempotency_key: String,
+    channel: String,
+    event_type: String,
+}
+
+/// An observed message.
+#[derive(Debug, Clone)]
+struct Seen {
     idempotency_key: String,
     channel: String,
     event_type: String,
@@ -306,31 +344,140 @@ struct Missing {
 struct Report {
     window_secs: f64,
     observed: usize,
+    /// Observed messages the bridge cannot ingest: dead-lettered at ingest, never delivered.
     not_ingestible: usize,
+    /// `--allow-dead-lettered`: dead-lettered messages do not fail the check.
+    allow_dead_lettered: bool,
+    /// Configured sources this check cannot observe (list sources).
+    unchecked_sources: Vec<String>,
     endpoints: Vec<Parity>,
     ok: bool,
 }
 
-/// `migrate validate --duration D`.
+/// Why a configured source cannot be observed by `migrate validate`.
+fn unobservable(s: &crate::config::SourceConfig) -> Option<String> {
+    (s.kind == SourceKind::List).then(|| {
+        format!(
+            "list source `{}` (key {}): the bridge moves each item out of the list as it reads it, so no other reader can see it",
+            s.name,
+            s.key.as_deref().unwrap_or("")
+        )
+    })
+}
+
+/// What validate saw in its window.
+#[derive(Default)]
+struct Observed {
+    /// Idempotency key → the message.
+    seen: BTreeMap<String, Seen>,
+    /// Messages the bridge cannot ingest (dead-lettered at ingest).
+    not_ingestible: usize,
+}
+
+impl Observed {
+    /// Keys a message exactly as the bridge's ingest does.
+    fn record(&mut self, cfg: &Config, body: &[u8], channel: &str, unwrap: bool) {
+        let body = bytes::Bytes::copy_from_slice(body);
+        match ingest::parse(
+            &body,
+            channel,
+            unwrap,
+            &cfg.delivery.idempotency_key_fields,
+            cfg.security.max_payload_bytes,
+        ) {
+            Ok(p) => {
+                self.seen.entry(p.idempotency_key.clone()).or_insert(Seen {
+                    idempotency_key: p.idempotency_key,
+                    channel: channel.to_string(),
+                    event_type: p.event_type,
+                });
+            }
+            Err(_) => self.not_ingestible += 1,
+        }
+    }
+}
+
+/// The id of the newest entry of stream `key` (`0-0` when it is empty or absent).
+async fn last_stream_id(conn: &mut ConnectionManager, key: &str) -> redis::RedisResult<String> {
+    let v: redis::Value = redis::cmd("XREVRANGE")
+        .arg(key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(parse_entries(v)
+        .into_iter()
+        .next()
+        .map(|(id, _)| id)
+        .unwrap_or_else(|| "0-0".into()))
+}
+
+/// Records the entries of a stream source added after `after`, up to `until` (both ids).
+/// Reading with XRANGE leaves the bridge's consumer group untouched.
+async fn observe_stream(
+    conn: &mut ConnectionManager,
+    cfg: &Config,
+    source: &crate::config::SourceConfig,
+    after: &str,
+    until: &str,
+    observed: &mut Observed,
+) -> redis::RedisResult<()> {
+    let key = source.key.as_deref().unwrap_or("");
+    let mut start = format!("({after}");
+    loop {
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(&start)
+            .arg(until)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(conn)
+            .await?;
+        let page = parse_entries(v);
+        let n = page.len();
+        for (id, fields) in page {
+            if let Some(fields) = fields {
+                let body = crate::source::stream::body_of(&fields);
+                observed.record(cfg, &body, key, source.unwrap_envelope);
+            }
+            start = format!("({id}");
+        }
+        if n < 500 {
+            return Ok(());
+        }
+    }
+}
+
+/// `migrate validate --duration D [--allow-dead-lettered]`.
 pub async fn validate(
     cfg: &Config,
     duration: Duration,
     grace: Duration,
     format: Format,
+    allow_dead_lettered: bool,
 ) -> anyhow::Result<i32> {
     if cfg.delivery.durability != Durability::Redis {
         anyhow::bail!(
             "migrate validate reads the delivery ledger, which needs delivery.durability = \"redis\""
         );
     }
-    let pubsub: Vec<_> = cfg
-        .sources
-        .iter()
-        .filter(|s| s.kind == SourceKind::Pubsub)
-        .collect();
-    if pubsub.is_empty() {
-        anyhow::bail!("migrate validate observes pub/sub sources and the config has none");
+    let of_kind =
+        |k: SourceKind| -> Vec<_> { cfg.sources.iter().filter(|s| s.kind == k).collect() };
+    let pubsub = of_kind(SourceKind::Pubsub);
+    let streams = of_kind(SourceKind::Stream);
+    let unchecked_sources: Vec<String> = cfg.sources.iter().filter_map(unobservable).collect();
+    if pubsub.is_empty() && streams.is_empty() {
+        anyhow::bail!(
+            "migrate validate observes pub/sub and stream sources and the config has none; it cannot check {}",
+            unchecked_sources.join("; ")
+        );
     }
+    for u in &unchecked_sources {
+        eprintln!("not checked: {u}");
+    }
+    let mut conn = redis_manager(&cfg.redis.url)?;
     let client = cfg.redis.url.client()?;
     let mut sub = client.get_async_pubsub().await?;
     for s in &pubsub {
@@ -341,57 +488,57 @@ pub async fn validate(
             sub.psubscribe(&s.patterns).await?;
         }
     }
+    let mut stream_starts = Vec::with_capacity(streams.len());
+    for s in &streams {
+        stream_starts.push(last_stream_id(&mut conn, s.key.as_deref().unwrap_or("")).await?);
+    }
     eprintln!(
         "observing {} for {} …",
         pubsub
             .iter()
             .flat_map(|s| s.channels.iter().chain(&s.patterns))
+            .chain(streams.iter().filter_map(|s| s.key.as_ref()))
             .cloned()
             .collect::<Vec<_>>()
             .join(", "),
         humantime::format_duration(duration)
     );
 
-    // Observe: key → (channel, event type, unwrap?) of every message seen.
-    let mut seen: BTreeMap<String, Missing> = BTreeMap::new();
-    let mut not_ingestible = 0usize;
+    // Observe: key → (channel, event type) of every message seen.
+    let mut observed = Observed::default();
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + duration;
-    let mut stream = sub.on_message();
-    loop {
-        let msg = tokio::select! {
-            m = stream.next() => match m { Some(m) => m, None => anyhow::bail!("the Redis subscription was lost while observing; run validate again") },
-            _ = tokio::time::sleep_until(deadline) => break,
-        };
-        let channel = msg.get_channel_name().to_string();
-        let body = bytes::Bytes::copy_from_slice(msg.get_payload_bytes());
-        let unwrap = pubsub
-            .iter()
-            .find(|s| {
-                s.channels.contains(&channel)
-                    || s.patterns
-                        .iter()
-                        .any(|p| wildmatch::WildMatch::new(p).matches(&channel))
-            })
-            .is_some_and(|s| s.unwrap_envelope);
-        match ingest::parse(
-            &body,
-            &channel,
-            unwrap,
-            &cfg.delivery.idempotency_key_fields,
-            cfg.security.max_payload_bytes,
-        ) {
-            Ok(p) => {
-                seen.entry(p.idempotency_key.clone()).or_insert(Missing {
-                    idempotency_key: p.idempotency_key,
-                    channel,
-                    event_type: p.event_type,
-                });
-            }
-            Err(_) => not_ingestible += 1,
+    if pubsub.is_empty() {
+        tokio::time::sleep_until(deadline).await;
+    } else {
+        let mut stream = sub.on_message();
+        loop {
+            let msg = tokio::select! {
+                m = stream.next() => match m { Some(m) => m, None => anyhow::bail!("the Redis subscription was lost while observing; run validate again") },
+                _ = tokio::time::sleep_until(deadline) => break,
+            };
+            let channel = msg.get_channel_name().to_string();
+            let unwrap = pubsub
+                .iter()
+                .find(|s| {
+                    s.channels.contains(&channel)
+                        || s.patterns
+                            .iter()
+                            .any(|p| wildmatch::WildMatch::new(p).matches(&channel))
+                })
+                .is_some_and(|s| s.unwrap_envelope);
+            observed.record(cfg, msg.get_payload_bytes(), &channel, unwrap);
         }
     }
-    drop(stream);
+    for (s, start) in streams.iter().zip(&stream_starts) {
+        let key = s.key.as_deref().unwrap_or("");
+        let end = last_stream_id(&mut conn, key).await?;
+        observe_stream(&mut conn, cfg, s, start, &end, &mut observed).await?;
+    }
+    let Observed {
+        seen,
+        not_ingestible,
+    } = observed;
     let window_secs = started.elapsed().as_secs_f64();
     eprintln!(
         "observed {} message(s); waiting up to {} for deliveries to settle …",
@@ -399,14 +546,14 @@ pub async fn validate(
         humantime::format_duration(grace)
     );
 
-    // Check the ledger, polling until everything is settled or the grace period ends.
-    let mut conn = redis_manager(&cfg.redis.url)?;
+    // Check the ledger, polling until every message is delivered or dead-lettered, or the
+    // grace period ends.
     let settle_deadline = tokio::time::Instant::now() + grace;
     let endpoints = loop {
         let mut all_settled = true;
         let mut out = Vec::new();
         for ep in &cfg.endpoints {
-            let expected: Vec<&Missing> = seen
+            let expected: Vec<&Seen> = seen
                 .values()
                 .filter(|m| ep.matches(&m.channel, &m.event_type))
                 .collect();
@@ -424,17 +571,27 @@ pub async fn validate(
                 ..Default::default()
             };
             for (i, m) in expected.iter().enumerate() {
-                if delivered[i] {
+                let state = if delivered[i] {
                     p.delivered += 1;
+                    continue;
                 } else if dead[i] {
                     p.dead_lettered += 1;
+                    State::DeadLettered
                 } else if queued[i] {
                     p.pending += 1;
                     all_settled = false;
+                    State::Pending
                 } else {
-                    p.missing.push((*m).clone());
+                    p.missing += 1;
                     all_settled = false;
-                }
+                    State::Missing
+                };
+                p.not_delivered.push(NotDelivered {
+                    state,
+                    idempotency_key: m.idempotency_key.clone(),
+                    channel: m.channel.clone(),
+                    event_type: m.event_type.clone(),
+                });
             }
             out.push(p);
         }
@@ -443,66 +600,106 @@ pub async fn validate(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let ok = endpoints.iter().all(|p| p.missing.is_empty());
+    let dead_ok = |n: usize| n == 0 || allow_dead_lettered;
+    let ok = dead_ok(not_ingestible)
+        && endpoints
+            .iter()
+            .all(|p| p.missing == 0 && p.pending == 0 && dead_ok(p.dead_lettered));
     let report = Report {
         window_secs,
         observed: seen.len(),
         not_ingestible,
+        allow_dead_lettered,
+        unchecked_sources,
         endpoints,
         ok,
     };
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => {
-            println!(
-                "parity report: {} message(s) observed in {:.1}s ({} not ingestible, see `dlq list`)",
-                report.observed, report.window_secs, report.not_ingestible
-            );
-            println!(
-                "{:<24} {:>8} {:>9} {:>13} {:>8} {:>8}",
-                "endpoint", "expected", "delivered", "dead-lettered", "pending", "MISSING"
-            );
-            for p in &report.endpoints {
-                println!(
-                    "{:<24} {:>8} {:>9} {:>13} {:>8} {:>8}",
-                    p.endpoint,
-                    p.expected,
-                    p.delivered,
-                    p.dead_lettered,
-                    p.pending,
-                    p.missing.len()
-                );
-            }
-            for p in &report.endpoints {
-                for m in p.missing.iter().take(50) {
-                    println!(
-                        "MISSING for {}: idempotency key {} (channel {}, event {})",
-                        p.endpoint, m.idempotency_key, m.channel, m.event_type
-                    );
-                }
-                if p.missing.len() > 50 {
-                    println!(
-                        "… and {} more missing for {}",
-                        p.missing.len() - 50,
-                        p.endpoint
-                    );
-                }
-            }
-            println!(
-                "{}",
-                if report.ok {
-                    "PASS: every observed message is delivered, dead-lettered or pending"
-                } else {
-                    "FAIL: messages observed on Redis never reached the bridge's queues (no replica was subscribed, or they were lost)"
-                }
-            );
-        }
+        Format::Text => print_text(&report),
     }
     Ok(if report.ok {
         crate::exit::OK
     } else {
         crate::exit::RUNTIME
     })
+}
+
+/// Most not-delivered messages listed per endpoint in the text report (JSON lists all).
+const LIST_LIMIT: usize = 50;
+
+fn print_text(report: &Report) {
+    println!(
+        "parity report: {} message(s) observed in {:.1}s ({} not ingestible: dead-lettered at ingest, see `dlq list`)",
+        report.observed, report.window_secs, report.not_ingestible
+    );
+    println!(
+        "{:<24} {:>8} {:>9} {:>13} {:>8} {:>8}",
+        "endpoint", "expected", "delivered", "dead-lettered", "pending", "MISSING"
+    );
+    for p in &report.endpoints {
+        println!(
+            "{:<24} {:>8} {:>9} {:>13} {:>8} {:>8}",
+            p.endpoint, p.expected, p.delivered, p.dead_lettered, p.pending, p.missing
+        );
+    }
+    for p in &report.endpoints {
+        for m in p.not_delivered.iter().take(LIST_LIMIT) {
+            println!(
+                "{} for {}: idempotency key {} (channel {}, event {})",
+                m.state.label(),
+                p.endpoint,
+                m.idempotency_key,
+                m.channel,
+                m.event_type
+            );
+        }
+        if p.not_delivered.len() > LIST_LIMIT {
+            println!(
+                "… and {} more not delivered to {} (--format json lists all)",
+                p.not_delivered.len() - LIST_LIMIT,
+                p.endpoint
+            );
+        }
+    }
+    for u in &report.unchecked_sources {
+        println!("NOT CHECKED: {u}");
+    }
+    let sum = |f: fn(&Parity) -> usize| report.endpoints.iter().map(f).sum::<usize>();
+    let (dead, pending, missing) = (
+        sum(|p| p.dead_lettered) + report.not_ingestible,
+        sum(|p| p.pending),
+        sum(|p| p.missing),
+    );
+    if report.ok {
+        let accepted = if dead > 0 {
+            format!(" ({dead} dead-lettered, accepted by --allow-dead-lettered)")
+        } else {
+            String::new()
+        };
+        println!("PASS: every observed message was delivered to every matching endpoint{accepted}");
+    } else {
+        let mut why = Vec::new();
+        if missing > 0 {
+            why.push(format!(
+                "{missing} never reached the bridge's queues (no replica was subscribed, or they were lost)"
+            ));
+        }
+        if pending > 0 {
+            why.push(format!(
+                "{pending} still pending after the grace period (retrying, circuit open or paused)"
+            ));
+        }
+        if dead > 0 && !report.allow_dead_lettered {
+            why.push(format!(
+                "{dead} dead-lettered (fix and `dlq replay`, or accept them with --allow-dead-lettered)"
+            ));
+        }
+        println!(
+            "FAIL: not every observed message was delivered: {}",
+            why.join("; ")
+        );
+    }
 }
 
 /// Which of `keys` are members of the sorted set `set`.

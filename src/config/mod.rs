@@ -253,7 +253,8 @@ pub struct SourceConfig {
     pub key: Option<String>,
     /// The stream consumer group.
     pub group: Option<String>,
-    /// Forward `envelope.payload` and key by `envelope.message_id`.
+    /// Forward `envelope.payload`; key it like a pub/sub message, by `envelope.message_id`
+    /// only when the payload has no key fields.
     pub unwrap_envelope: bool,
 }
 

@@ -18,6 +18,7 @@ use url::Url;
 use super::Outcome;
 use super::retry::parse_retry_after;
 use crate::config::{EndpointConfig, SecurityConfig};
+use crate::telemetry::FailureReason;
 
 /// How much of an error answer's body is kept for the log and the dead-letter entry.
 const ERROR_BODY_CAP: usize = 512;
@@ -161,7 +162,7 @@ impl EndpointClient {
         {
             return Outcome::Permanent {
                 status: None,
-                reason: "blocked".into(),
+                reason: FailureReason::Blocked,
                 error: Blocked {
                     host: ip.to_string(),
                     addr: ip,
@@ -236,7 +237,7 @@ async fn classify_response(mut resp: reqwest::Response) -> Outcome {
 /// Classifies a non-2xx status: 3xx, 408, 425, 429 and 5xx are retried, other 4xx are
 /// permanent. (A non-2xx is never a delivery.)
 pub fn classify_status(status: u16, retry_after: Option<Duration>, error: String) -> Outcome {
-    let reason = format!("http_{status}");
+    let reason = FailureReason::from_status(status);
     match status {
         200..=299 => Outcome::Delivered { status },
         300..=399 | 408 | 425 | 429 | 500..=599 => Outcome::Retry {
@@ -259,18 +260,18 @@ fn classify_error(e: &reqwest::Error) -> Outcome {
         if let Some(b) = s.downcast_ref::<Blocked>() {
             return Outcome::Permanent {
                 status: None,
-                reason: "blocked".into(),
+                reason: FailureReason::Blocked,
                 error: b.to_string(),
             };
         }
         src = s.source();
     }
     let reason = if e.is_timeout() {
-        "timeout"
+        FailureReason::Timeout
     } else if e.is_connect() {
-        "connect"
+        FailureReason::Connect
     } else {
-        "request"
+        FailureReason::Request
     };
     // The caller removed the URL from `e` (it may carry a credential in path or query).
     let mut error = e.to_string();
@@ -283,7 +284,7 @@ fn classify_error(e: &reqwest::Error) -> Outcome {
     Outcome::Retry {
         status: None,
         after: None,
-        reason: reason.into(),
+        reason,
         error,
     }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::telemetry::metric;
+use crate::telemetry::{FailureReason, metric};
 
 /// The outcome of one HTTP attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +30,8 @@ pub enum Outcome {
         status: Option<u16>,
         /// The endpoint's `Retry-After` (429/503), capped later by `max_retry_delay`.
         after: Option<Duration>,
-        /// Short machine-friendly reason (metrics label).
-        reason: String,
+        /// The metrics label.
+        reason: FailureReason,
         /// What happened, for logs and the dead-letter entry.
         error: String,
     },
@@ -39,8 +39,8 @@ pub enum Outcome {
     Permanent {
         /// The status, if the endpoint answered.
         status: Option<u16>,
-        /// Short reason (metrics label).
-        reason: String,
+        /// The metrics label.
+        reason: FailureReason,
         /// What happened.
         error: String,
     },

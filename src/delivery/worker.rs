@@ -21,7 +21,7 @@ use crate::config::{EndpointConfig, SecurityConfig};
 use crate::dlq::{Dlq, Stage};
 use crate::ingest::{Message, dead_letter};
 use crate::queue::{Job, Queue};
-use crate::telemetry::{self, metric};
+use crate::telemetry::{self, FailureReason, metric};
 
 /// How long a settled job may wait for the dead-letter stream to accept it.
 const DLQ_PATIENCE: Duration = Duration::from_secs(300);
@@ -141,7 +141,7 @@ impl Worker {
         })?;
         let client = EndpointClient::build(&cfg, security)?;
         let name = cfg.name.clone();
-        metrics::gauge!(metric::CIRCUIT_STATE, "endpoint" => name.clone()).set(0.0);
+        crate::telemetry::endpoint_series(&name);
         metrics::gauge!(metric::QUEUE_DEPTH, "endpoint" => name.clone()).set(0.0);
         Ok(Self {
             headers,
@@ -263,7 +263,7 @@ impl Worker {
                     reason,
                     error,
                 } => {
-                    self.failed(&mut job, status, &reason, &error);
+                    self.failed(&mut job, status, reason, &error);
                     if !self.policy.may_retry(job.attempts) {
                         let msg = format!("gave up after {} attempts: {error}", job.attempts);
                         self.dead_letter(&job, &msg).await;
@@ -302,7 +302,7 @@ impl Worker {
                     reason,
                     error,
                 } => {
-                    self.failed(&mut job, status, &reason, &error);
+                    self.failed(&mut job, status, reason, &error);
                     self.dead_letter(&job, &format!("permanent failure: {error}"))
                         .await;
                     return;
@@ -311,12 +311,12 @@ impl Worker {
         }
     }
 
-    fn failed(&self, job: &mut Job, status: Option<u16>, reason: &str, error: &str) {
+    fn failed(&self, job: &mut Job, status: Option<u16>, reason: FailureReason, error: &str) {
         job.last_status = status;
         job.last_error = Some(error.to_string());
         self.state.failed.fetch_add(1, Ordering::Relaxed);
         self.state.set_error(error);
-        metrics::counter!(metric::PUBLISH_FAILURE, "endpoint" => self.cfg.name.clone(), "reason" => reason.to_string())
+        metrics::counter!(metric::PUBLISH_FAILURE, "endpoint" => self.cfg.name.clone(), "reason" => reason.as_str())
             .increment(1);
     }
 
