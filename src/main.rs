@@ -56,14 +56,17 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Run(args) => {
             opts.admin_listen = args.admin_listen;
             match Config::load(&opts) {
-                Ok(cfg) => {
-                    telemetry::init_logging(&cfg.log);
-                    run(cfg, args, opts.clone()).await
-                }
+                Ok(cfg) => match cfg.check_endpoint_networks().await {
+                    Ok(()) => {
+                        telemetry::init_logging(&cfg.log);
+                        run(cfg, args, opts.clone()).await
+                    }
+                    Err(e) => Err(e.into()),
+                },
                 Err(e) => Err(e.into()),
             }
         }
-        Command::CheckConfig => commands::check_config::run(&opts),
+        Command::CheckConfig => commands::check_config::run(&opts).await,
         Command::Dlq(cmd) => with_config(&opts, |cfg| commands::dlq::run(cfg, cmd)).await,
         Command::Pause { reason } => {
             with_config(&opts, |cfg| async move {
