@@ -298,3 +298,81 @@ fn a_loopback_or_private_endpoint_without_allow_private_networks_exits_78_naming
         assert_eq!(out.status.code(), Some(0), "{url}: {}", show(&out));
     }
 }
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The environment variable names the code reads: `env::var("…")`, `env::var_os("…")`, clap
+/// `env = "…"` attributes, figment prefixes (`Env::prefixed("BRIDGE_")`), the legacy
+/// variables' readers in the config module and the OpenTelemetry names.
+fn env_vars_read_by_the_code() -> std::collections::BTreeSet<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let mut names = std::collections::BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut openers = vec![
+            "env::var(\"",
+            "env::var_os(\"",
+            "env = \"",
+            "Env::prefixed(\"",
+            "\"OTEL_",
+        ];
+        if file.ends_with("src/config/mod.rs") {
+            openers.extend(["env(\"", "nonempty(\"", "dur(\"", "num(\"", "get(\""]);
+        }
+        for opener in openers {
+            for (at, _) in text.match_indices(opener) {
+                let start = at + opener.len() - usize::from(opener == "\"OTEL_") * 5;
+                let name: String = text[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if name.len() > 1 && text[start + name.len()..].starts_with('"') {
+                    names.insert(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_environment_variable_the_code_reads_is_in_env_example() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join(".env.example")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let names = env_vars_read_by_the_code();
+    for must in ["BRIDGE_CONFIG", "BRIDGE_METRICS_EMF_INTERVAL", "REDIS_URL", "BRIDGE_"] {
+        assert!(names.contains(must), "the scan finds {must}: {names:?}");
+    }
+    for name in &names {
+        // A prefix stands for its structured names: at least one must be shown.
+        let documented = example.lines().any(|l| {
+            let l = l.trim_start_matches('#');
+            if name.ends_with('_') {
+                l.starts_with(name.as_str()) && l.contains("__")
+            } else {
+                l.starts_with(&format!("{name}="))
+            }
+        });
+        assert!(documented, "{name} is read by the code but has no line in .env.example");
+    }
+    // The BRIDGE_* names that are flags, not config keys, are listed in the README too.
+    for name in names.iter().filter(|n| n.starts_with("BRIDGE_") && !n.ends_with('_')) {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README does not list {name}"
+        );
+    }
+}
