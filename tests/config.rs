@@ -208,7 +208,13 @@ fn a_misspelt_log_level_flag_exits_78_naming_the_flag_and_the_accepted_levels() 
     let path = dir.path().join("config.toml");
     std::fs::write(&path, VALID_ENDPOINT).unwrap();
     let out = run_cli(
-        &["--config", path.to_str().unwrap(), "--log-level", "warnn", "run"],
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--log-level",
+            "warnn",
+            "run",
+        ],
         &[],
     );
     assert_eq!(out.status.code(), Some(78), "{}", show(&out));
@@ -217,8 +223,17 @@ fn a_misspelt_log_level_flag_exits_78_naming_the_flag_and_the_accepted_levels() 
 
 #[test]
 fn levels_and_target_directives_are_accepted_as_log_filters() {
-    for level in ["WARN", "info,redis_webhook_bridge=debug", "off", "h2=error,info"] {
-        let out = check_config(VALID_ENDPOINT, &[("RUST_LOG", level)], &["--log-level", level]);
+    for level in [
+        "WARN",
+        "info,redis_webhook_bridge=debug",
+        "off",
+        "h2=error,info",
+    ] {
+        let out = check_config(
+            VALID_ENDPOINT,
+            &[("RUST_LOG", level)],
+            &["--log-level", level],
+        );
         assert_eq!(out.status.code(), Some(0), "{level}: {}", show(&out));
     }
 }
@@ -227,8 +242,16 @@ fn levels_and_target_directives_are_accepted_as_log_filters() {
 fn a_misspelt_log_level_key_or_rust_log_exits_78_naming_it_and_the_accepted_levels() {
     let toml = format!("{VALID_ENDPOINT}\n[log]\nlevel = \"verbose\"\n");
     assert_rejected(&toml, &[], &["log.level", LEVELS]);
-    assert_rejected(VALID_ENDPOINT, &[("BRIDGE_LOG__LEVEL", "warnn")], &["log.level", LEVELS]);
-    assert_rejected(VALID_ENDPOINT, &[("RUST_LOG", "warnn")], &["RUST_LOG", LEVELS]);
+    assert_rejected(
+        VALID_ENDPOINT,
+        &[("BRIDGE_LOG__LEVEL", "warnn")],
+        &["log.level", LEVELS],
+    );
+    assert_rejected(
+        VALID_ENDPOINT,
+        &[("RUST_LOG", "warnn")],
+        &["RUST_LOG", LEVELS],
+    );
 }
 
 #[test]
@@ -236,7 +259,11 @@ fn an_unknown_log_format_exits_78_naming_the_flag_or_key_and_the_formats() {
     let out = check_config(VALID_ENDPOINT, &[], &["--log-format", "xml"]);
     assert_eq!(out.status.code(), Some(78), "{}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--log-format") && stderr.contains("json"), "{}", show(&out));
+    assert!(
+        stderr.contains("--log-format") && stderr.contains("json"),
+        "{}",
+        show(&out)
+    );
     let toml = format!("{VALID_ENDPOINT}\n[log]\nformat = \"xml\"\n");
     assert_rejected(&toml, &[], &["log.format", "json", "text"]);
 }
@@ -244,7 +271,11 @@ fn an_unknown_log_format_exits_78_naming_the_flag_or_key_and_the_formats() {
 #[test]
 fn an_http_endpoint_error_says_which_file_it_is_in() {
     let toml = VALID_ENDPOINT.replace("https://", "http://");
-    assert_rejected(&toml, &[], &["endpoints[0].url", "(in file ", "config.toml)"]);
+    assert_rejected(
+        &toml,
+        &[],
+        &["endpoints[0].url", "(in file ", "config.toml)"],
+    );
 }
 
 #[test]
@@ -353,7 +384,12 @@ fn every_environment_variable_the_code_reads_is_in_env_example() {
     let example = std::fs::read_to_string(root.join(".env.example")).unwrap();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let names = env_vars_read_by_the_code();
-    for must in ["BRIDGE_CONFIG", "BRIDGE_METRICS_EMF_INTERVAL", "REDIS_URL", "BRIDGE_"] {
+    for must in [
+        "BRIDGE_CONFIG",
+        "BRIDGE_METRICS_EMF_INTERVAL",
+        "REDIS_URL",
+        "BRIDGE_",
+    ] {
         assert!(names.contains(must), "the scan finds {must}: {names:?}");
     }
     for name in &names {
@@ -366,10 +402,16 @@ fn every_environment_variable_the_code_reads_is_in_env_example() {
                 l.starts_with(&format!("{name}="))
             }
         });
-        assert!(documented, "{name} is read by the code but has no line in .env.example");
+        assert!(
+            documented,
+            "{name} is read by the code but has no line in .env.example"
+        );
     }
     // The BRIDGE_* names that are flags, not config keys, are listed in the README too.
-    for name in names.iter().filter(|n| n.starts_with("BRIDGE_") && !n.ends_with('_')) {
+    for name in names
+        .iter()
+        .filter(|n| n.starts_with("BRIDGE_") && !n.ends_with('_'))
+    {
         assert!(
             readme.contains(&format!("`{name}`")),
             "README does not list {name}"

@@ -526,11 +526,17 @@ fn dlq_show_of_a_malformed_id_prints_the_redis_error_once() {
     let redis = RedisServer::start();
     let dir = tempfile::TempDir::new().unwrap();
     let path = dir.path().join("config.toml");
-    let config = base_toml(&redis, "t-dlq-show")
-        + &endpoint_toml("site", "https://example.com/hook", "");
+    let config =
+        base_toml(&redis, "t-dlq-show") + &endpoint_toml("site", "https://example.com/hook", "");
     std::fs::write(&path, config).unwrap();
     let out = run_cli(
-        &["--config", path.to_str().unwrap(), "dlq", "show", "not-an-id"],
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "dlq",
+            "show",
+            "not-an-id",
+        ],
         &[],
     );
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));

@@ -708,12 +708,22 @@ fn the_readme_first_run_by_hand_delivers_one_verified_event() {
     let admin_port = common::free_port();
     let script = substitute(&script, "redis://127.0.0.1:6379", &redis.url());
     let script = substitute(&script, "-p 6379", &format!("-p {}", redis.port));
-    let script = substitute(&script, "127.0.0.1:8787", &format!("127.0.0.1:{receive_port}"));
-    let script = substitute(&script, "127.0.0.1:9132", &format!("127.0.0.1:{admin_port}"));
+    let script = substitute(
+        &script,
+        "127.0.0.1:8787",
+        &format!("127.0.0.1:{receive_port}"),
+    );
+    let script = substitute(
+        &script,
+        "127.0.0.1:9132",
+        &format!("127.0.0.1:{admin_port}"),
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("first-run.sh"), &script).expect("write the snippet");
-    let bin_dir = Path::new(common::BIN).parent().expect("the binary's directory");
+    let bin_dir = Path::new(common::BIN)
+        .parent()
+        .expect("the binary's directory");
     let path = format!(
         "{}:{}",
         bin_dir.display(),

@@ -1149,7 +1149,12 @@ async fn migrate_plan_lists_channels_with_subscribers_and_lists_with_lengths() {
         &["--config", path.to_str().unwrap(), "check-config"],
         &[("WEBHOOK_SECRET", "plan-secret")],
     );
-    assert_eq!(check.status.code(), Some(0), "{}\n{suggested}", show(&check));
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}\n{suggested}",
+        show(&check)
+    );
 
     let text = bridge.cli(&["migrate", "plan"], &[]);
     assert!(text.status.success(), "{}", show(&text));

@@ -331,7 +331,10 @@ async fn endpoints_on_loopback_are_refused_at_start_and_by_the_client_and_never_
         assert_eq!(status.code(), Some(78), "run: {}", bridge.logs());
         let out = bridge.cli(&["check-config"], &[]);
         assert_eq!(out.status.code(), Some(78), "{}", show(&out));
-        for shown in [bridge.full_logs(), String::from_utf8_lossy(&out.stderr).into()] {
+        for shown in [
+            bridge.full_logs(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        ] {
             assert!(shown.contains("endpoints[0].url"), "{host}: {shown}");
             assert!(
                 shown.contains("security.allow_private_networks"),
@@ -347,7 +350,10 @@ async fn endpoints_on_loopback_are_refused_at_start_and_by_the_client_and_never_
             &cfg.security,
         )
         .expect("the client builds");
-        match client.post(HeaderMap::new(), Bytes::from_static(b"{}")).await {
+        match client
+            .post(HeaderMap::new(), Bytes::from_static(b"{}"))
+            .await
+        {
             redis_webhook_bridge::delivery::Outcome::Permanent { error, .. } => {
                 assert!(error.contains(host), "{host}: {error}");
                 assert!(

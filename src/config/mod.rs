@@ -744,18 +744,21 @@ impl Config {
                 Some(url::Host::Ipv6(ip)) => {
                     (!crate::delivery::client::is_public(ip.into())).then_some("is")
                 }
-                Some(url::Host::Domain(name)) => match tokio::net::lookup_host((name, port)).await
-                {
-                    Ok(addrs) => {
-                        let addrs: Vec<SocketAddr> = addrs.collect();
-                        (!addrs.is_empty()
-                            && addrs
-                                .iter()
-                                .all(|a| !crate::delivery::client::is_public(a.ip())))
-                        .then_some("resolves only to")
+                Some(url::Host::Domain(name)) => {
+                    // A slow resolver must not hold up a start: no answer in 5 s passes.
+                    let lookup = tokio::net::lookup_host((name, port));
+                    match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+                        Ok(Ok(addrs)) => {
+                            let addrs: Vec<SocketAddr> = addrs.collect();
+                            (!addrs.is_empty()
+                                && addrs
+                                    .iter()
+                                    .all(|a| !crate::delivery::client::is_public(a.ip())))
+                            .then_some("resolves only to")
+                        }
+                        Ok(Err(_)) | Err(_) => None,
                     }
-                    Err(_) => None,
-                },
+                }
                 None => None,
             };
             if let Some(what) = what {
