@@ -11,9 +11,47 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "redis-webhook-bridge",
     version,
     about,
-    propagate_version = true
+    propagate_version = true,
+    after_help = "Examples:\n  redis-webhook-bridge check-config --config bridge.toml\n  redis-webhook-bridge run --config bridge.toml\n\n`redis-webhook-bridge help COMMAND` shows a command's flags and examples."
 )]
 pub struct Cli {
+    /// The config and log flags given before the command (`--config X run`), as earlier
+    /// versions took them; each command offers the ones it uses itself.
+    #[command(flatten)]
+    pub before: BeforeCommandArgs,
+
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Config and log flags accepted before the command name and not shown in help: each
+/// command that uses them lists them itself ([`ConfigArgs`], [`LogArgs`]).
+#[derive(Debug, Args, Clone, Default)]
+pub struct BeforeCommandArgs {
+    /// TOML configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        env = "BRIDGE_CONFIG",
+        value_name = "PATH",
+        hide = true
+    )]
+    pub config: Option<PathBuf>,
+    /// Overrides `redis.url`.
+    #[arg(long, value_name = "URL", hide = true)]
+    pub redis_url: Option<String>,
+    /// Overrides `log.level`.
+    #[arg(long, value_name = "LEVEL", hide = true)]
+    pub log_level: Option<String>,
+    /// Overrides `log.format`.
+    #[arg(long, value_name = "json|text", hide = true)]
+    pub log_format: Option<String>,
+}
+
+/// Flags of the commands that read the configuration.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfigArgs {
     /// TOML configuration file (also `BRIDGE_CONFIG`).
     #[arg(
         long,
@@ -23,58 +61,114 @@ pub struct Cli {
         value_name = "PATH"
     )]
     pub config: Option<PathBuf>,
-
     /// Overrides `redis.url`.
     #[arg(long, global = true, value_name = "URL")]
     pub redis_url: Option<String>,
+}
 
-    /// Overrides `log.level` (RUST_LOG still wins).
-    #[arg(long, global = true, value_name = "LEVEL")]
+/// Log flags of the commands that log (`run`) or check the log settings (`check-config`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct LogArgs {
+    /// Overrides `log.level`: trace, debug, info, warn, error or off, or target=level
+    /// directives joined by commas (RUST_LOG still wins).
+    #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
-
     /// Overrides `log.format`.
-    #[arg(long, global = true, value_name = "FORMAT")]
+    #[arg(long, value_name = "json|text")]
     pub log_format: Option<String>,
-
-    /// The command to run.
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 /// The commands of the binary.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the worker: sources → queues → webhook deliveries.
+    #[command(
+        after_help = "Examples:\n  redis-webhook-bridge run --config bridge.toml\n  redis-webhook-bridge run --config bridge.toml --dual --log-level debug"
+    )]
     Run(RunArgs),
     /// Load, validate and print the effective config (secrets shown as ***); exit 0 or 78.
+    #[command(
+        after_help = "Examples:\n  redis-webhook-bridge check-config --config bridge.toml\n  BRIDGE_CONFIG=bridge.toml redis-webhook-bridge check-config > effective.toml\n  redis-webhook-bridge check-config --config bridge.toml --show-urls"
+    )]
     CheckConfig {
+        /// Config flags.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Log flags (checked and shown in the effective config).
+        #[command(flatten)]
+        log: LogArgs,
         /// Show endpoint URLs in full (query and every path segment), which may carry
         /// credentials; by default they are shown redacted.
         #[arg(long)]
         show_urls: bool,
     },
     /// Sample webhook consumer: verifies signatures and prints one JSON line per accepted event.
+    #[command(
+        after_help = "Examples:\n  redis-webhook-bridge receive --secret env:WEBHOOK_SECRET\n  redis-webhook-bridge receive --listen 127.0.0.1:8787 --secret env:WEBHOOK_SECRET --fail-first 1"
+    )]
     Receive(ReceiveArgs),
     /// Sign a body and print the headers a receiver would get.
+    #[command(
+        after_help = "Examples:\n  redis-webhook-bridge sign --secret env:WEBHOOK_SECRET --body body.json\n  echo '{}' | redis-webhook-bridge sign --secret s3cret --scheme standard-webhooks"
+    )]
     Sign(SignArgs),
     /// Verify a body against headers and one or more secrets (exit 0 valid, 1 invalid).
+    #[command(
+        after_help = "Examples:\n  redis-webhook-bridge verify --secret env:WEBHOOK_SECRET --body body.json \\\n    -H 'X-Hokusai-Timestamp: 1764342000' -H 'X-Hokusai-Nonce: 5b8f…' -H 'X-Hokusai-Signature: sha256=0ca0…'"
+    )]
     Verify(VerifyArgs),
     /// Inspect and re-drive dead-lettered deliveries.
-    #[command(subcommand)]
-    Dlq(DlqCommand),
-    /// Pause deliveries on every replica (within 1 s); messages keep being received and wait.
+    #[command(
+        after_help = "Examples:\n  redis-webhook-bridge dlq list --config bridge.toml\n  redis-webhook-bridge dlq replay --config bridge.toml --endpoint site --all"
+    )]
+    Dlq {
+        /// Config flags.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The `dlq` subcommand.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Pause deliveries on every replica (each sees it within 250 ms); messages keep being
+    /// received and wait.
+    #[command(
+        after_help = "Examples:\n  redis-webhook-bridge pause --config bridge.toml --reason 'receiver maintenance'\n  redis-webhook-bridge resume --config bridge.toml"
+    )]
     Pause {
+        /// Config flags.
+        #[command(flatten)]
+        config: ConfigArgs,
         /// Why, shown by `status` and `/status`.
-        #[arg(long)]
+        #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
     /// Resume deliveries on every replica.
-    Resume,
+    #[command(after_help = "Examples:\n  redis-webhook-bridge resume --config bridge.toml")]
+    Resume {
+        /// Config flags.
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Migration toolkit: inventory and parity check.
-    #[command(subcommand)]
-    Migrate(MigrateCommand),
+    #[command(
+        after_help = "Examples:\n  redis-webhook-bridge migrate plan --config bridge.toml\n  redis-webhook-bridge migrate validate --config bridge.toml --duration 10m"
+    )]
+    Migrate {
+        /// Config flags.
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The `migrate` subcommand.
+        #[command(subcommand)]
+        command: MigrateCommand,
+    },
     /// Summary: paused?, live replicas, queue depths, dead-letter count.
+    #[command(
+        after_help = "Examples:\n  redis-webhook-bridge status --config bridge.toml\n  redis-webhook-bridge status --config bridge.toml --json"
+    )]
     Status {
+        /// Config flags.
+        #[command(flatten)]
+        config: ConfigArgs,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -84,6 +178,12 @@ pub enum Command {
 /// Flags of `run`.
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
+    /// Config flags.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Log flags.
+    #[command(flatten)]
+    pub log: LogArgs,
     /// Republish every received message to `[republish] targets` (also `BRIDGE_DUAL=true`).
     #[arg(long, env = "BRIDGE_DUAL")]
     pub dual: bool,
@@ -94,7 +194,7 @@ pub struct RunArgs {
     #[arg(long, env = "BRIDGE_METRICS_EMF")]
     pub metrics_emf: bool,
     /// How often EMF lines are written.
-    #[arg(long, env = "BRIDGE_METRICS_EMF_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "BRIDGE_METRICS_EMF_INTERVAL", default_value = "60s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub metrics_emf_interval: std::time::Duration,
 }
 
@@ -124,7 +224,7 @@ pub struct ReceiveArgs {
     #[arg(long, value_enum)]
     pub scheme: Option<Scheme>,
     /// Maximum age (either direction) of a signed timestamp, in seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub tolerance: u64,
     /// Answer the first N requests with `--status` (default 503) for retry drills.
     #[arg(long, value_name = "N")]
@@ -159,7 +259,7 @@ pub struct SignArgs {
     #[arg(long, value_name = "PATH")]
     pub body: Option<PathBuf>,
     /// Fixed unix timestamp (default: now).
-    #[arg(long)]
+    #[arg(long, value_name = "SECS")]
     pub timestamp: Option<i64>,
     /// Fixed nonce for hokusai-v2 (default: a random uuid4).
     #[arg(long)]
@@ -185,7 +285,7 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "PATH")]
     pub body: Option<PathBuf>,
     /// Maximum timestamp age in seconds; 0 turns the check off (for archived requests).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
     pub tolerance: u64,
 }
 
@@ -193,26 +293,35 @@ pub struct VerifyArgs {
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
     /// List dead-lettered deliveries, oldest first.
+    #[command(
+        after_help = "Examples:\n  redis-webhook-bridge dlq list --config bridge.toml\n  redis-webhook-bridge dlq list --config bridge.toml --endpoint site --limit 20 --json"
+    )]
     List {
         /// Show at most N entries.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_name = "N")]
         limit: usize,
         /// Only entries of this endpoint.
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         endpoint: Option<String>,
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one entry in full, body included.
+    #[command(
+        after_help = "Examples:\n  redis-webhook-bridge dlq show --config bridge.toml 1764342000123-0"
+    )]
     Show {
         /// The entry id (from `dlq list`).
         id: String,
     },
     /// Re-drive entries through the normal delivery path; delivered entries are removed.
+    #[command(
+        after_help = "Examples:\n  redis-webhook-bridge dlq replay --config bridge.toml --endpoint site --all\n  redis-webhook-bridge dlq replay --config bridge.toml 1764342000123-0 1764342000456-0"
+    )]
     Replay {
         /// Only entries of this endpoint.
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         endpoint: Option<String>,
         /// Replay every entry (of `--endpoint`, if given).
         #[arg(long, conflicts_with = "ids")]
@@ -221,9 +330,12 @@ pub enum DlqCommand {
         ids: Vec<String>,
     },
     /// Delete entries (all, or those of `--endpoint`).
+    #[command(
+        after_help = "Examples:\n  redis-webhook-bridge dlq purge --config bridge.toml --endpoint site --yes"
+    )]
     Purge {
         /// Only entries of this endpoint.
-        #[arg(long)]
+        #[arg(long, value_name = "NAME")]
         endpoint: Option<String>,
         /// Required: confirms the deletion.
         #[arg(long)]
@@ -244,6 +356,9 @@ pub enum Format {
 #[derive(Debug, Subcommand)]
 pub enum MigrateCommand {
     /// Inventory of channels (with subscriber counts), lists and streams, and a suggested config.
+    #[command(
+        after_help = "Examples:\n  redis-webhook-bridge migrate plan --config bridge.toml\n  redis-webhook-bridge migrate plan --config bridge.toml --format json"
+    )]
     Plan {
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]
@@ -252,12 +367,15 @@ pub enum MigrateCommand {
     /// Watch the pub/sub and stream sources for a window and check that every message was
     /// delivered to every matching endpoint; exit 1 if any is dead-lettered, still pending
     /// or missing.
+    #[command(
+        after_help = "Examples:\n  redis-webhook-bridge migrate validate --config bridge.toml --duration 10m\n  redis-webhook-bridge migrate validate --config bridge.toml --duration 1h --grace 2m --format json --allow-dead-lettered"
+    )]
     Validate {
         /// How long to observe the source channels, e.g. `10m`.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         duration: std::time::Duration,
         /// How long to wait after the window for deliveries to settle.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
         /// Output format.
         #[arg(long, value_enum, default_value = "text")]

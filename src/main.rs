@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use redis_webhook_bridge::cli::{Cli, Command, MigrateCommand};
+use redis_webhook_bridge::cli::{Cli, Command, ConfigArgs, LogArgs, MigrateCommand};
 use redis_webhook_bridge::config::{Config, ConfigError, LoadOptions, LogConfig, LogFormat};
 use redis_webhook_bridge::{bridge, commands, exit, shutdown, telemetry};
 
@@ -45,58 +45,83 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> i32 {
-    let mut opts = LoadOptions {
-        file: cli.config.clone(),
-        redis_url: cli.redis_url.clone(),
-        log_level: cli.log_level.clone(),
-        log_format: cli.log_format.clone(),
+    let before = cli.before;
+    // A flag after the command wins over the same flag before it.
+    let opts = |config: &ConfigArgs, log: Option<&LogArgs>| LoadOptions {
+        file: config.config.clone().or_else(|| before.config.clone()),
+        redis_url: config
+            .redis_url
+            .clone()
+            .or_else(|| before.redis_url.clone()),
+        log_level: log
+            .and_then(|l| l.log_level.clone())
+            .or_else(|| before.log_level.clone()),
+        log_format: log
+            .and_then(|l| l.log_format.clone())
+            .or_else(|| before.log_format.clone()),
         admin_listen: None,
     };
     let result = match cli.command {
         Command::Run(args) => {
+            let mut opts = opts(&args.config, Some(&args.log));
             opts.admin_listen = args.admin_listen;
             match Config::load(&opts) {
-                Ok(cfg) => {
-                    telemetry::init_logging(&cfg.log);
-                    run(cfg, args, opts.clone()).await
-                }
+                Ok(cfg) => match cfg.check_endpoint_networks().await {
+                    Ok(()) => {
+                        telemetry::init_logging(&cfg.log);
+                        run(cfg, args, opts.clone()).await
+                    }
+                    Err(e) => Err(e.into()),
+                },
                 Err(e) => Err(e.into()),
             }
         }
-        Command::CheckConfig { show_urls } => commands::check_config::run(&opts, show_urls),
-        Command::Dlq(cmd) => with_config(&opts, |cfg| commands::dlq::run(cfg, cmd)).await,
-        Command::Pause { reason } => {
-            with_config(&opts, |cfg| async move {
+        Command::CheckConfig {
+            config,
+            log,
+            show_urls,
+        } => commands::check_config::run(&opts(&config, Some(&log)), show_urls).await,
+        Command::Dlq { config, command } => {
+            with_config(&opts(&config, None), |cfg| commands::dlq::run(cfg, command)).await
+        }
+        Command::Pause { config, reason } => {
+            with_config(&opts(&config, None), |cfg| async move {
                 commands::control::pause(&cfg, reason).await
             })
             .await
         }
-        Command::Resume => {
-            with_config(
-                &opts,
-                |cfg| async move { commands::control::resume(&cfg).await },
-            )
+        Command::Resume { config } => {
+            with_config(&opts(&config, None), |cfg| async move {
+                commands::control::resume(&cfg).await
+            })
             .await
         }
-        Command::Status { json } => {
-            with_config(&opts, |cfg| async move {
+        Command::Status { config, json } => {
+            with_config(&opts(&config, None), |cfg| async move {
                 commands::control::status(&cfg, json).await
             })
             .await
         }
-        Command::Migrate(MigrateCommand::Plan { format }) => {
-            with_config(&opts, |cfg| async move {
+        Command::Migrate {
+            config,
+            command: MigrateCommand::Plan { format },
+        } => {
+            with_config(&opts(&config, None), |cfg| async move {
                 commands::migrate::plan(&cfg, format).await
             })
             .await
         }
-        Command::Migrate(MigrateCommand::Validate {
-            duration,
-            grace,
-            format,
-            allow_dead_lettered,
-        }) => {
-            with_config(&opts, |cfg| async move {
+        Command::Migrate {
+            config,
+            command:
+                MigrateCommand::Validate {
+                    duration,
+                    grace,
+                    format,
+                    allow_dead_lettered,
+                },
+        } => {
+            with_config(&opts(&config, None), |cfg| async move {
                 commands::migrate::validate(&cfg, duration, grace, format, allow_dead_lettered)
                     .await
             })

@@ -197,3 +197,230 @@ fn a_bridge_variable_overrides_the_file_and_redis_url_flag_overrides_both() {
     );
     assert_eq!(redis["key_prefix"].as_str(), Some("x"));
 }
+
+const LEVELS: &str = "trace, debug, info, warn, error, off";
+
+#[test]
+fn a_misspelt_log_level_flag_exits_78_naming_the_flag_and_the_accepted_levels() {
+    for level in ["warnn", "verbose", "info,debugg", "my_crate=loud"] {
+        let out = check_config(VALID_ENDPOINT, &[], &["--log-level", level]);
+        assert_eq!(out.status.code(), Some(78), "{level}: {}", show(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--log-level"), "{level}: {}", show(&out));
+        assert!(stderr.contains(LEVELS), "{level}: {}", show(&out));
+    }
+    // `run` loads the config the same way and refuses to start.
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, VALID_ENDPOINT).unwrap();
+    let out = run_cli(
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--log-level",
+            "warnn",
+            "run",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--log-level"));
+}
+
+#[test]
+fn levels_and_target_directives_are_accepted_as_log_filters() {
+    for level in [
+        "WARN",
+        "info,redis_webhook_bridge=debug",
+        "off",
+        "h2=error,info",
+    ] {
+        let out = check_config(
+            VALID_ENDPOINT,
+            &[("RUST_LOG", level)],
+            &["--log-level", level],
+        );
+        assert_eq!(out.status.code(), Some(0), "{level}: {}", show(&out));
+    }
+}
+
+#[test]
+fn a_misspelt_log_level_key_or_rust_log_exits_78_naming_it_and_the_accepted_levels() {
+    let toml = format!("{VALID_ENDPOINT}\n[log]\nlevel = \"verbose\"\n");
+    assert_rejected(&toml, &[], &["log.level", LEVELS]);
+    assert_rejected(
+        VALID_ENDPOINT,
+        &[("BRIDGE_LOG__LEVEL", "warnn")],
+        &["log.level", LEVELS],
+    );
+    assert_rejected(
+        VALID_ENDPOINT,
+        &[("RUST_LOG", "warnn")],
+        &["RUST_LOG", LEVELS],
+    );
+}
+
+#[test]
+fn an_unknown_log_format_exits_78_naming_the_flag_or_key_and_the_formats() {
+    let out = check_config(VALID_ENDPOINT, &[], &["--log-format", "xml"]);
+    assert_eq!(out.status.code(), Some(78), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--log-format") && stderr.contains("json"),
+        "{}",
+        show(&out)
+    );
+    let toml = format!("{VALID_ENDPOINT}\n[log]\nformat = \"xml\"\n");
+    assert_rejected(&toml, &[], &["log.format", "json", "text"]);
+}
+
+#[test]
+fn an_http_endpoint_error_says_which_file_it_is_in() {
+    let toml = VALID_ENDPOINT.replace("https://", "http://");
+    assert_rejected(
+        &toml,
+        &[],
+        &["endpoints[0].url", "(in file ", "config.toml)"],
+    );
+}
+
+#[test]
+fn no_config_at_all_exits_78_pointing_at_the_config_flag_and_variable() {
+    let out = run_cli(&["check-config"], &[]);
+    assert_eq!(out.status.code(), Some(78), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--config") && stderr.contains("BRIDGE_CONFIG"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn receive_without_a_secret_exits_78_naming_the_flag_and_the_variable() {
+    let out = run_cli(&["receive", "--listen", "127.0.0.1:0"], &[]);
+    assert_eq!(out.status.code(), Some(78), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--secret") && stderr.contains("WEBHOOK_SECRET"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn the_default_admin_port_is_not_prometheus_own_9090() {
+    let out = check_config(VALID_ENDPOINT, &[], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let cfg: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(cfg["admin"]["listen"].as_str(), Some("127.0.0.1:9132"));
+}
+
+#[test]
+fn a_loopback_or_private_endpoint_without_allow_private_networks_exits_78_naming_both_settings() {
+    for url in [
+        "https://127.0.0.1:8443/hook",
+        "https://10.1.2.3/hook",
+        "https://[::1]/hook",
+        "https://localhost/hook",
+    ] {
+        let toml = VALID_ENDPOINT.replace("https://example.com/hook", url);
+        assert_rejected(
+            &toml,
+            &[],
+            &["endpoints[0].url", "security.allow_private_networks"],
+        );
+        let allowed = format!("{toml}\n[security]\nallow_private_networks = true\n");
+        let out = check_config(&allowed, &[], &[]);
+        assert_eq!(out.status.code(), Some(0), "{url}: {}", show(&out));
+    }
+}
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The environment variable names the code reads: `env::var("…")`, `env::var_os("…")`, clap
+/// `env = "…"` attributes, figment prefixes (`Env::prefixed("BRIDGE_")`), the legacy
+/// variables' readers in the config module and the OpenTelemetry names.
+fn env_vars_read_by_the_code() -> std::collections::BTreeSet<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let mut names = std::collections::BTreeSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut openers = vec![
+            "env::var(\"",
+            "env::var_os(\"",
+            "env = \"",
+            "Env::prefixed(\"",
+            "\"OTEL_",
+        ];
+        if file.ends_with("src/config/mod.rs") {
+            openers.extend(["env(\"", "nonempty(\"", "dur(\"", "num(\"", "get(\""]);
+        }
+        for opener in openers {
+            for (at, _) in text.match_indices(opener) {
+                let start = at + opener.len() - usize::from(opener == "\"OTEL_") * 5;
+                let name: String = text[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if name.len() > 1 && text[start + name.len()..].starts_with('"') {
+                    names.insert(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_environment_variable_the_code_reads_is_in_env_example() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join(".env.example")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let names = env_vars_read_by_the_code();
+    for must in [
+        "BRIDGE_CONFIG",
+        "BRIDGE_METRICS_EMF_INTERVAL",
+        "REDIS_URL",
+        "BRIDGE_",
+    ] {
+        assert!(names.contains(must), "the scan finds {must}: {names:?}");
+    }
+    for name in &names {
+        // A prefix stands for its structured names: at least one must be shown.
+        let documented = example.lines().any(|l| {
+            let l = l.trim_start_matches('#');
+            if name.ends_with('_') {
+                l.starts_with(name.as_str()) && l.contains("__")
+            } else {
+                l.starts_with(&format!("{name}="))
+            }
+        });
+        assert!(
+            documented,
+            "{name} is read by the code but has no line in .env.example"
+        );
+    }
+    // The BRIDGE_* names that are flags, not config keys, are listed in the README too.
+    for name in names
+        .iter()
+        .filter(|n| n.starts_with("BRIDGE_") && !n.ends_with('_'))
+    {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README does not list {name}"
+        );
+    }
+}

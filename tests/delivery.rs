@@ -520,3 +520,31 @@ async fn two_replicas_on_one_redis_deliver_each_message_exactly_once() {
         b.logs()
     );
 }
+
+#[test]
+fn dlq_show_of_a_malformed_id_prints_the_redis_error_once() {
+    let redis = RedisServer::start();
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("config.toml");
+    let config =
+        base_toml(&redis, "t-dlq-show") + &endpoint_toml("site", "https://example.com/hook", "");
+    std::fs::write(&path, config).unwrap();
+    let out = run_cli(
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "dlq",
+            "show",
+            "not-an-id",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("Invalid stream ID").count(),
+        1,
+        "the Redis error once: {}",
+        show(&out)
+    );
+}

@@ -688,3 +688,92 @@ fn the_docs_test_vectors_are_the_fixtures() {
         "the doc says both use the same body"
     );
 }
+
+/// Replaces `from` in `text`, failing when the README no longer contains it.
+fn substitute(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "the README's first-run snippet no longer contains `{from}`; update this test"
+    );
+    text.replace(from, to)
+}
+
+#[test]
+fn the_readme_first_run_by_hand_delivers_one_verified_event() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("read README.md");
+    let script = snippet(&readme, "sh first-run");
+    let redis = common::RedisServer::start();
+    let receive_port = common::free_port();
+    let admin_port = common::free_port();
+    let script = substitute(&script, "redis://127.0.0.1:6379", &redis.url());
+    let script = substitute(&script, "-p 6379", &format!("-p {}", redis.port));
+    let script = substitute(
+        &script,
+        "127.0.0.1:8787",
+        &format!("127.0.0.1:{receive_port}"),
+    );
+    let script = substitute(
+        &script,
+        "127.0.0.1:9132",
+        &format!("127.0.0.1:{admin_port}"),
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("first-run.sh"), &script).expect("write the snippet");
+    let bin_dir = Path::new(common::BIN)
+        .parent()
+        .expect("the binary's directory");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    use std::os::unix::process::CommandExt as _;
+    let mut child = Command::new("bash")
+        .args(["-e", "first-run.sh"])
+        .env_clear()
+        .env("PATH", path)
+        // The snippet's admin address; the default port may be taken on a test machine.
+        .env("BRIDGE_ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run bash: {e}"));
+    let group = child.id() as i32;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let finished = loop {
+        if child.try_wait().expect("poll the snippet").is_some() {
+            break true;
+        }
+        if std::time::Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Whatever happened, nothing the snippet started outlives the test.
+    // SAFETY: kill(2) on the process group this test created; no memory is involved.
+    unsafe { libc::kill(-group, libc::SIGKILL) };
+    let out = child.wait_with_output().expect("the snippet's output");
+    let log = std::fs::read_to_string(dir.path().join("bridge.log")).unwrap_or_default();
+    assert!(
+        finished,
+        "the snippet did not finish within 60 s:\n{}\nbridge.log:\n{log}",
+        common::show(&out)
+    );
+    assert!(
+        out.status.success(),
+        "the snippet failed:\n{}\nbridge.log:\n{log}",
+        common::show(&out)
+    );
+    let received = std::fs::read_to_string(dir.path().join("received.jsonl")).expect("received");
+    let lines: Vec<Value> = received
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "one verified event: {received}");
+    assert_eq!(lines[0]["body"]["model_id"], "model-1", "{received}");
+    assert_eq!(lines[0]["attempt"], 1, "{received}");
+}

@@ -1201,7 +1201,8 @@ async fn with_enable_redis_fallback_a_dead_lettered_delivery_is_also_pushed_to_t
 
 /// `migrate plan --format json` lists the source channel with its subscribers (the bridge
 /// and a legacy consumer), the registry's envelope list with its length, a stream with its
-/// consumer group, none of the bridge's own keys, and a suggested config that is TOML.
+/// consumer group, none of the bridge's own keys, and a suggested config that reads the
+/// channel (the list only as a commented alternative) and passes `check-config` as printed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_plan_lists_channels_with_subscribers_and_lists_with_lengths() {
     let prefix = "t-mig-plan";
@@ -1284,11 +1285,38 @@ async fn migrate_plan_lists_channels_with_subscribers_and_lists_with_lengths() {
     let suggested = plan["suggested_config"].as_str().unwrap();
     let parsed: toml::Table = toml::from_str(suggested)
         .unwrap_or_else(|e| panic!("the suggested config is TOML ({e}):\n{suggested}"));
-    assert!(parsed.contains_key("sources"), "{suggested}");
+    let sources = parsed["sources"].as_array().expect("sources");
     assert!(
-        suggested.contains("key = \"hokusai:model_ready_queue\"")
-            && suggested.contains("unwrap_envelope = true"),
-        "the envelope list is suggested as an unwrapping list source:\n{suggested}"
+        sources.iter().any(|s| s["kind"].as_str() == Some("pubsub")
+            && s["channels"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c.as_str() == Some(DEFAULT_CHANNEL)))),
+        "the registry's channel is the suggested source:\n{suggested}"
+    );
+    assert!(
+        sources.iter().all(|s| s["kind"].as_str() != Some("list")),
+        "the registry's list is not an active source (the bridge would take its items):\n{suggested}"
+    );
+    assert!(
+        suggested.contains("# key = \"hokusai:model_ready_queue\"")
+            && suggested.contains("# unwrap_envelope = true")
+            && suggested.contains("CONSUMES the list")
+            && suggested.contains("MIGRATION.md"),
+        "the envelope list is a commented alternative with the warning:\n{suggested}"
+    );
+    // As printed, it passes check-config (the endpoint is http on loopback: [security] too).
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("suggested.toml");
+    std::fs::write(&path, suggested).unwrap();
+    let check = run_cli(
+        &["--config", path.to_str().unwrap(), "check-config"],
+        &[("WEBHOOK_SECRET", "plan-secret")],
+    );
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}\n{suggested}",
+        show(&check)
     );
 
     let text = bridge.cli(&["migrate", "plan"], &[]);

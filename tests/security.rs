@@ -4,9 +4,10 @@
 //!   the Redis URL, and every surface of a real run (logs, `check-config`, `/status`,
 //!   `/metrics`, `dlq list`) never show a secret, a Redis password, a TLS key or a
 //!   credential-like header value;
-//! - the SSRF guard: endpoints on loopback are refused as permanent failures, dead-lettered
-//!   with a reason naming the address and `allow_private_networks`, and never connected to —
-//!   for a literal IP and for a name that resolves to loopback;
+//! - the SSRF guard: endpoints on loopback are refused by `check-config` and `run` (exit 78
+//!   naming the URL key and `security.allow_private_networks`) and by the delivery client
+//!   (a permanent failure naming the address), and never connected to — for a literal IP and
+//!   for a name that resolves to loopback;
 //! - hostile receivers: an endless body, a trickling body, too many headers and a huge
 //!   header neither stall the worker nor exceed the endpoint timeout.
 
@@ -312,66 +313,106 @@ impl Drop for Tripwire {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoints_on_loopback_are_refused_dead_lettered_and_never_contacted() {
+async fn endpoints_on_loopback_are_refused_at_start_and_by_the_client_and_never_contacted() {
     let redis = RedisServer::start();
     let trip = Tripwire::start().await;
-    let config = base_toml(&redis, "t-ssrf").replace(
-        "allow_private_networks = true",
-        "allow_private_networks = false",
-    ) + &endpoint_toml(
-        "literal-ip",
-        &format!("https://127.0.0.1:{}/hook", trip.port),
-        "max_retries = 3",
-    ) + &endpoint_toml(
-        "resolved-name",
-        &format!("http://localhost:{}/hook", trip.port),
-        "max_retries = 3",
-    );
-    let bridge = Bridge::start(&config).await;
-    redis
-        .publish(DEFAULT_CHANNEL, message("model.ready", 1))
-        .await;
+    for (url, host) in [
+        (format!("https://127.0.0.1:{}/hook", trip.port), "127.0.0.1"),
+        (format!("http://localhost:{}/hook", trip.port), "localhost"),
+    ] {
+        let config = base_toml(&redis, "t-ssrf").replace(
+            "allow_private_networks = true",
+            "allow_private_networks = false",
+        ) + &endpoint_toml("loopback", &url, "max_retries = 3");
 
-    wait_until(
-        SECS(10),
-        "both endpoints dead-lettered the message",
-        || async {
-            bridge.endpoint_status("literal-ip").await["dead_lettered"] == 1
-                && bridge.endpoint_status("resolved-name").await["dead_lettered"] == 1
-        },
-    )
-    .await;
-    let entries = bridge.dlq_entries(&[]);
-    let by_endpoint: HashMap<String, serde_json::Value> = entries
-        .into_iter()
-        .map(|e| (e["endpoint"].as_str().unwrap_or("").to_string(), e))
-        .collect();
-    for (endpoint, host) in [("literal-ip", "127.0.0.1"), ("resolved-name", "localhost")] {
-        let e = by_endpoint
-            .get(endpoint)
-            .unwrap_or_else(|| panic!("no dead letter for {endpoint}: {by_endpoint:?}"));
-        let error = e["error"].as_str().unwrap_or("");
-        assert!(error.contains(host), "{endpoint}: {e}");
-        assert!(
-            error.contains("127.0.0.1") || error.contains("::1"),
-            "{endpoint} names the address: {e}"
-        );
-        assert!(error.contains("allow_private_networks"), "{endpoint}: {e}");
-        assert_eq!(e["attempts"], 1, "a permanent failure, not retried: {e}");
-        let ep = bridge.endpoint_status(endpoint).await;
-        assert_eq!(ep["delivered"], 0, "{ep}");
+        // `check-config` and `run` refuse it at once, naming both settings.
+        let bridge = Bridge::spawn(&config, &[]);
+        let status = bridge.wait_exit(SECS(10)).await;
+        assert_eq!(status.code(), Some(78), "run: {}", bridge.logs());
+        let out = bridge.cli(&["check-config"], &[]);
+        assert_eq!(out.status.code(), Some(78), "{}", show(&out));
+        for shown in [
+            bridge.full_logs(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        ] {
+            assert!(shown.contains("endpoints[0].url"), "{host}: {shown}");
+            assert!(
+                shown.contains("security.allow_private_networks"),
+                "{host}: {shown}"
+            );
+        }
+
+        // The client refuses it too: the last check before a request leaves (a name whose
+        // DNS answer changes after the start), a permanent failure naming the address.
+        let cfg = load(bridge.config_path().into());
+        let client = redis_webhook_bridge::delivery::client::EndpointClient::build(
+            &cfg.endpoints[0],
+            &cfg.security,
+        )
+        .expect("the client builds");
+        match client
+            .post(HeaderMap::new(), Bytes::from_static(b"{}"))
+            .await
+        {
+            redis_webhook_bridge::delivery::Outcome::Permanent { error, .. } => {
+                assert!(error.contains(host), "{host}: {error}");
+                assert!(
+                    error.contains("127.0.0.1") || error.contains("::1"),
+                    "{host}: names the address: {error}"
+                );
+                assert!(error.contains("allow_private_networks"), "{host}: {error}");
+            }
+            other => panic!("{host}: expected a permanent refusal, got {other:?}"),
+        }
     }
     assert_eq!(
         trip.connections.load(Ordering::SeqCst),
         0,
         "nothing connected to the loopback receiver"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_adds_a_loopback_endpoint_is_rejected_naming_both_settings() {
+    let redis = RedisServer::start();
+    let trip = Tripwire::start().await;
+    // `.invalid` never resolves: the start-up check leaves unresolvable names to delivery.
+    let config = base_toml(&redis, "t-ssrf-reload").replace(
+        "allow_private_networks = true",
+        "allow_private_networks = false",
+    ) + &endpoint_toml("public", "https://hooks.example.invalid/hook", "");
+    let bridge = Bridge::start(&config).await;
+    std::fs::write(
+        bridge.config_path(),
+        config.clone()
+            + &endpoint_toml(
+                "loopback",
+                &format!("https://127.0.0.1:{}/hook", trip.port),
+                "",
+            ),
+    )
+    .unwrap();
+    bridge.sighup();
+    wait_until(SECS(10), "a failed reload to be counted", || async {
+        bridge
+            .metric_value("bridge_config_reloads_total", &[("result", "failure")])
+            .await
+            >= 1.0
+    })
+    .await;
     let logs = bridge.full_logs();
     assert!(
-        logs.contains("allow_private_networks"),
-        "the log says why: {}",
+        logs.contains("endpoints[1].url") && logs.contains("security.allow_private_networks"),
+        "the rejection names both settings: {}",
         bridge.logs()
     );
+    assert!(
+        bridge.status_json().await["endpoints"]
+            .as_array()
+            .is_some_and(|e| e.len() == 1),
+        "the running endpoints stay"
+    );
+    assert_eq!(trip.connections.load(Ordering::SeqCst), 0);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -410,6 +410,8 @@ async fn reload(
     kept.fallback = current.fallback.clone();
     kept.migration = current.migration.clone();
     kept.log.format = current.log.format;
+    // Against the security policy that runs, like the endpoints built below.
+    kept.check_endpoint_networks().await?;
     let applied = endpoints.apply(&kept).await?;
     if level_changed {
         match crate::telemetry::set_log_level(&kept.log.level) {

@@ -2,10 +2,12 @@
 
 use crate::config::{Config, LoadOptions};
 
-/// Prints the effective config; a [`crate::config::ConfigError`] propagates (exit 78).
-/// Endpoint URLs are shown redacted unless `show_urls`.
-pub fn run(opts: &LoadOptions, show_urls: bool) -> anyhow::Result<i32> {
+/// Prints the effective config; a [`crate::config::ConfigError`] propagates (exit 78),
+/// including an endpoint on a private network that `[security]` does not allow. Endpoint
+/// URLs are shown redacted unless `show_urls`.
+pub async fn run(opts: &LoadOptions, show_urls: bool) -> anyhow::Result<i32> {
     let cfg = Config::load(opts)?;
+    cfg.check_endpoint_networks().await?;
     if show_urls {
         print!("{}", with_full_urls(&cfg)?);
     } else {

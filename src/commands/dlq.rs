@@ -67,10 +67,12 @@ pub async fn run(cfg: Config, cmd: DlqCommand) -> anyhow::Result<i32> {
             Ok(crate::exit::OK)
         }
         DlqCommand::Show { id } => {
+            // The error's own text already carries its Redis cause; as a context chain it
+            // would print that cause once per layer.
             let e = dlq
                 .get(&id)
                 .await
-                .with_context(|| format!("reading {} on {redis}", dlq.key()))?;
+                .map_err(|e| anyhow::anyhow!("reading {} on {redis}: {e}", dlq.key()))?;
             let mut v = serde_json::to_value(&e)?;
             v["received_at"] = rfc3339(e.received_at_ms).into();
             v["failed_at"] = rfc3339(e.failed_at_ms).into();

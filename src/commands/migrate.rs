@@ -234,6 +234,10 @@ fn group_names(v: &redis::Value) -> Vec<String> {
         .collect()
 }
 
+/// The suggested config: the registry's pub/sub channel (never its list, which the bridge
+/// would take items from: that is a commented alternative with MIGRATION.md's warning), the
+/// streams, the endpoints and the `[security]` settings they need, so that it passes
+/// `check-config` as printed (with `WEBHOOK_SECRET` set).
 fn suggest(
     cfg: &Config,
     channels: &[ChannelInfo],
@@ -246,22 +250,41 @@ fn suggest(
         cfg.redis.url.redacted(),
         cfg.redis.key_prefix
     ));
-    let chans: Vec<&str> = channels
+    let registry_lists: Vec<&ListInfo> = lists
+        .iter()
+        .filter(|l| l.looks_like_envelope || l.key.starts_with("hokusai:"))
+        .collect();
+    let mut chans: Vec<&str> = channels
         .iter()
         .filter(|c| c.configured || c.channel.starts_with("hokusai:"))
         .map(|c| c.channel.as_str())
         .collect();
+    // The registry publishes each event to its list and to its channel: read the channel.
+    if chans.is_empty() && !registry_lists.is_empty() {
+        chans.push(crate::config::DEFAULT_CHANNEL);
+    }
     if !chans.is_empty() {
         out.push_str("[[sources]]\nkind = \"pubsub\"\n");
         out.push_str(&format!("channels = {:?}\n\n", chans));
     }
-    for l in lists
-        .iter()
-        .filter(|l| l.looks_like_envelope || l.key.starts_with("hokusai:"))
-    {
+    for l in registry_lists {
         out.push_str(&format!(
-            "# {} item(s) waiting now; the bridge becomes this list's consumer\n[[sources]]\nkind = \"list\"\nkey = {:?}\nunwrap_envelope = {}\n\n",
-            l.length, l.key, l.looks_like_envelope
+            "# Alternative, never together with the channel above: the list {key:?}\n\
+             # ({len} item(s) now{env}). A list source CONSUMES the list: each item goes to the\n\
+             # bridge or to a legacy worker, not both. Move the list's workers to a republished\n\
+             # copy (run --dual with a list target) first, and do not read both the channel and\n\
+             # the list for the same endpoints: each event would be delivered twice under two\n\
+             # idempotency keys. See MIGRATION.md, \"Can the bridge read the registry's list\n\
+             # instead of the channel?\".\n\
+             # [[sources]]\n# kind = \"list\"\n# key = {key:?}\n# unwrap_envelope = {unwrap}\n\n",
+            key = l.key,
+            len = l.length,
+            env = if l.looks_like_envelope {
+                ", registry envelopes"
+            } else {
+                ""
+            },
+            unwrap = l.looks_like_envelope
         ));
     }
     for s in streams.iter().filter(|s| s.key.starts_with("hokusai:")) {
@@ -269,6 +292,21 @@ fn suggest(
             "[[sources]]\nkind = \"stream\"\nkey = {:?}\ngroup = \"webhook-bridge\"\n\n",
             s.key
         ));
+    }
+    // The endpoints below passed [security] as configured now; without these settings
+    // their http:// or private-network URLs would not.
+    if cfg.security.allow_http || cfg.security.allow_private_networks {
+        out.push_str("[security]\n");
+        if cfg.security.allow_http {
+            out.push_str("allow_http = true\n");
+        }
+        if cfg.security.allow_private_networks {
+            out.push_str("allow_private_networks = true\n");
+        }
+        out.push('\n');
+    }
+    if !cfg.endpoints.is_empty() {
+        out.push_str("# Each endpoint signs with the secret in WEBHOOK_SECRET; set it, or edit.\n");
     }
     for e in &cfg.endpoints {
         if e.url.redacted() != e.url.url().as_str() {

@@ -51,10 +51,14 @@ const REPLAY_WINDOW_WITHOUT_TOLERANCE: i64 = 300;
 pub async fn run(args: ReceiveArgs) -> anyhow::Result<i32> {
     let references = if args.secrets.is_empty() {
         if std::env::var_os("WEBHOOK_SECRET").is_none() {
-            anyhow::bail!(
-                "receive needs a secret to verify with: pass --secret SECRET (a literal, \
+            // A configuration error (exit 78), like a missing secret in the config file.
+            return Err(crate::config::ConfigError::Flag {
+                flag: "--secret",
+                message: "receive needs a secret to verify with: pass --secret SECRET (a literal, \
                  env:NAME or file:PATH; repeat during rotation) or set WEBHOOK_SECRET"
-            );
+                    .into(),
+            }
+            .into());
         }
         vec!["env:WEBHOOK_SECRET".to_owned()]
     } else {

@@ -55,6 +55,14 @@ pub enum ConfigError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// A command-line flag has a wrong value.
+    #[error("flag `{flag}`: {message}")]
+    Flag {
+        /// The flag, e.g. `--log-level`.
+        flag: &'static str,
+        /// What is wrong and what is accepted.
+        message: String,
+    },
 }
 
 impl ConfigError {
@@ -663,6 +671,23 @@ impl Config {
         opts: &LoadOptions,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        if let Some(level) = &opts.log_level {
+            check_log_filter(level).map_err(|message| ConfigError::Flag {
+                flag: "--log-level",
+                message,
+            })?;
+        }
+        if let Some(format) = &opts.log_format
+            && !LOG_FORMATS.contains(&format.as_str())
+        {
+            return Err(ConfigError::Flag {
+                flag: "--log-format",
+                message: "unknown format; use json or text".into(),
+            });
+        }
+        if let Some(filter) = env("RUST_LOG") {
+            check_log_filter(&filter).map_err(|m| ConfigError::invalid("RUST_LOG", m))?;
+        }
         let mut fig = Figment::from(Serialized::defaults(RawConfig::default()));
         let file = opts
             .file
@@ -690,9 +715,71 @@ impl Config {
             .extract()
             .map_err(|e| error::from_figment(e, file.as_ref()))?;
         let legacy = Legacy::read(env)?;
-        let mut cfg = validate(raw, &legacy, env)?;
+        let mut cfg = validate(raw, &legacy, env).map_err(|e| match e {
+            ConfigError::Invalid {
+                key,
+                origin,
+                message,
+            } if key == "endpoints" && opts.file.is_none() => ConfigError::Invalid {
+                key,
+                origin,
+                message: format!(
+                    "{message}; no config file was given: pass one with --config PATH or BRIDGE_CONFIG"
+                ),
+            },
+            e => with_origin(e, &fig),
+        })?;
         cfg.file = opts.file.clone();
         Ok(cfg)
+    }
+
+    /// Refuses, unless `security.allow_private_networks` is set, an endpoint whose host is a
+    /// loopback, private or otherwise non-public address, or a name that resolves only to
+    /// such addresses: every delivery to it would be refused and dead-lettered. `check-config`,
+    /// `run` at start and a reload call this; other commands skip the name lookups. A name
+    /// that does not resolve now passes (DNS may recover), and one with a public address
+    /// passes too — delivery still refuses each non-public address it meets.
+    pub async fn check_endpoint_networks(&self) -> Result<(), ConfigError> {
+        if self.security.allow_private_networks {
+            return Ok(());
+        }
+        for (i, ep) in self.endpoints.iter().enumerate() {
+            let url = ep.url.url();
+            let port = url.port_or_known_default().unwrap_or(443);
+            let what = match url.host() {
+                Some(url::Host::Ipv4(ip)) => {
+                    (!crate::delivery::client::is_public(ip.into())).then_some("is")
+                }
+                Some(url::Host::Ipv6(ip)) => {
+                    (!crate::delivery::client::is_public(ip.into())).then_some("is")
+                }
+                Some(url::Host::Domain(name)) => {
+                    // A slow resolver must not hold up a start: no answer in 5 s passes.
+                    let lookup = tokio::net::lookup_host((name, port));
+                    match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+                        Ok(Ok(addrs)) => {
+                            let addrs: Vec<SocketAddr> = addrs.collect();
+                            (!addrs.is_empty()
+                                && addrs
+                                    .iter()
+                                    .all(|a| !crate::delivery::client::is_public(a.ip())))
+                            .then_some("resolves only to")
+                        }
+                        Ok(Err(_)) | Err(_) => None,
+                    }
+                }
+                None => None,
+            };
+            if let Some(what) = what {
+                return Err(ConfigError::invalid(
+                    format!("endpoints[{i}].url"),
+                    format!(
+                        "the host {what} loopback or private addresses, and security.allow_private_networks is false, so every delivery would be refused and dead-lettered; set security.allow_private_networks = true (local testing, internal receivers) or use a public host"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The endpoint called `name`.
@@ -791,6 +878,47 @@ impl Legacy {
             cb_threshold: num("WEBHOOK_CIRCUIT_BREAKER_FAILURE_THRESHOLD")?,
             cb_recovery: dur("WEBHOOK_CIRCUIT_BREAKER_RECOVERY_TIME")?,
         })
+    }
+}
+
+/// Adds where the value of an error's key came from (` (in file x.toml)`), for errors
+/// found after extraction; keys as `error::display_key` writes them (`endpoints[0].url`).
+fn with_origin(e: ConfigError, fig: &Figment) -> ConfigError {
+    let ConfigError::Invalid {
+        key,
+        origin,
+        message,
+    } = e
+    else {
+        return e;
+    };
+    let mut parts = key.split(['.', '[']).map(|p| p.trim_end_matches(']'));
+    let mut value = parts.next().and_then(|first| fig.find_value(first).ok());
+    for part in parts {
+        value = value.and_then(|v| match v {
+            figment::value::Value::Dict(_, mut d) => d.remove(part),
+            figment::value::Value::Array(_, mut a) => part
+                .parse::<usize>()
+                .ok()
+                .filter(|i| *i < a.len())
+                .map(|i| a.swap_remove(i)),
+            _ => None,
+        });
+    }
+    let file = value
+        .and_then(|v| fig.get_metadata(v.tag()))
+        .and_then(|md| match &md.source {
+            Some(figment::Source::File(p)) => Some(p.clone()),
+            _ => None,
+        });
+    let origin = match file {
+        Some(p) if origin.is_empty() => format!(" (in file {})", p.display()),
+        _ => origin,
+    };
+    ConfigError::Invalid {
+        key,
+        origin,
+        message,
     }
 }
 
@@ -963,7 +1091,7 @@ fn validate(
     )?;
 
     let listen: SocketAddr = raw.admin.listen.parse().map_err(|_| {
-        ConfigError::invalid("admin.listen", "not an address such as 127.0.0.1:9090")
+        ConfigError::invalid("admin.listen", "not an address such as 127.0.0.1:9132")
     })?;
     let format = match raw.log.format.as_str() {
         "json" => LogFormat::Json,
@@ -975,12 +1103,7 @@ fn validate(
             ));
         }
     };
-    tracing_subscriber::EnvFilter::try_new(&raw.log.level).map_err(|e| {
-        ConfigError::invalid(
-            "log.level",
-            format!("`{}` is not a log filter: {e}", raw.log.level),
-        )
-    })?;
+    check_log_filter(&raw.log.level).map_err(|m| ConfigError::invalid("log.level", m))?;
 
     Ok(Config {
         redis: RedisConfig {
@@ -1015,6 +1138,45 @@ fn validate(
         },
         file: None,
     })
+}
+
+/// The values `log.format` and `--log-format` accept.
+const LOG_FORMATS: &[&str] = &["json", "text"];
+
+/// The level names a log filter accepts.
+const LOG_LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a `log.level` / `--log-level` / `RUST_LOG` value: comma-separated directives, each
+/// a level name or `target=level`. The tracing filter alone would take a misspelt level
+/// (`warnn`) as a target name and silence every other log line, so a directive without `=`
+/// must be a level. The message names the accepted values, never the value itself.
+pub fn check_log_filter(filter: &str) -> Result<(), String> {
+    let accepted = format!(
+        "use one of {}, or target=level directives joined by commas (e.g. info,redis_webhook_bridge=debug)",
+        LOG_LEVELS.join(", ")
+    );
+    let is_level = |s: &str| LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(s.trim()));
+    let directives: Vec<&str> = filter.split(',').map(str::trim).collect();
+    if directives.iter().all(|d| d.is_empty()) {
+        return Err(format!("is empty; {accepted}"));
+    }
+    for (i, d) in directives.iter().enumerate() {
+        let level = match d.rsplit_once('=') {
+            // `target[span{field=value}]` carries no level of its own.
+            Some((_, level)) if !level.contains([']', '}']) => level,
+            _ => d,
+        };
+        if !d.is_empty() && !is_level(level) {
+            return Err(format!(
+                "directive {} of {} is not a level name; {accepted}",
+                i + 1,
+                directives.len()
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(drop)
+        .map_err(|e| format!("is not a log filter ({e}); {accepted}"))
 }
 
 /// Redis glob semantics are close enough to wildmatch's `*`/`?` for loop detection.

@@ -207,7 +207,7 @@ pub struct RawAdmin {
 impl Default for RawAdmin {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:9090".into(),
+            listen: "127.0.0.1:9132".into(),
         }
     }
 }
