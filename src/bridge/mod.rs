@@ -241,6 +241,7 @@ pub async fn run(
         let task = match s.kind {
             SourceKind::Pubsub => tokio::spawn(source::pubsub::run(
                 cfg.redis.url.clone(),
+                cfg.redis.resubscribe_max_delay.0,
                 s,
                 state,
                 tx,
