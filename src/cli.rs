@@ -70,9 +70,8 @@ pub enum Command {
     Migrate(MigrateCommand),
     /// Summary: paused?, live replicas, queue depths, dead-letter count.
     Status {
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: Output,
     },
 }
 
@@ -195,14 +194,15 @@ pub enum DlqCommand {
         /// Only entries of this endpoint.
         #[arg(long)]
         endpoint: Option<String>,
-        /// Print JSON lines instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: Output,
     },
     /// Show one entry in full, body included.
     Show {
         /// The entry id (from `dlq list`).
         id: String,
+        #[command(flatten)]
+        output: Output,
     },
     /// Re-drive entries through the normal delivery path; delivered entries are removed.
     Replay {
@@ -226,7 +226,31 @@ pub enum DlqCommand {
     },
 }
 
-/// Output format of `migrate` reports.
+/// The output flags every command with machine-readable output takes: `--format text|json`,
+/// and `--json` as a short alias of `--format json`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Output {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+}
+
+impl Output {
+    /// The chosen format.
+    pub fn format(&self) -> Format {
+        if self.json { Format::Json } else { self.format }
+    }
+
+    /// Whether JSON was asked for.
+    pub fn is_json(&self) -> bool {
+        self.format() == Format::Json
+    }
+}
+
+/// Output format of command reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Human-readable text.
@@ -240,9 +264,8 @@ pub enum Format {
 pub enum MigrateCommand {
     /// Inventory of channels (with subscriber counts), lists and streams, and a suggested config.
     Plan {
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
+        #[command(flatten)]
+        output: Output,
     },
     /// Watch the source channels for a window and check that every message reached every
     /// matching endpoint (or is dead-lettered or still pending); exit 1 on any gap.
@@ -253,8 +276,7 @@ pub enum MigrateCommand {
         /// How long to wait after the window for deliveries to settle.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
+        #[command(flatten)]
+        output: Output,
     },
 }

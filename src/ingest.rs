@@ -646,7 +646,7 @@ impl Ingest {
             return;
         };
         match q.push(Job::new(msg.clone())) {
-            Ok(()) => route.state.queued_gauge(q.depth()),
+            Ok(()) => {}
             Err(Full(job)) => {
                 let dl = dead_letter(
                     &job,

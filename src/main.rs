@@ -78,25 +78,25 @@ async fn dispatch(cli: Cli) -> i32 {
             )
             .await
         }
-        Command::Status { json } => {
+        Command::Status { output } => {
             with_config(&opts, |cfg| async move {
-                commands::control::status(&cfg, json).await
+                commands::control::status(&cfg, output.is_json()).await
             })
             .await
         }
-        Command::Migrate(MigrateCommand::Plan { format }) => {
+        Command::Migrate(MigrateCommand::Plan { output }) => {
             with_config(&opts, |cfg| async move {
-                commands::migrate::plan(&cfg, format).await
+                commands::migrate::plan(&cfg, output.format()).await
             })
             .await
         }
         Command::Migrate(MigrateCommand::Validate {
             duration,
             grace,
-            format,
+            output,
         }) => {
             with_config(&opts, |cfg| async move {
-                commands::migrate::validate(&cfg, duration, grace, format).await
+                commands::migrate::validate(&cfg, duration, grace, output.format()).await
             })
             .await
         }

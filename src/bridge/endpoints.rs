@@ -71,10 +71,9 @@ pub fn build_endpoint(
                     ep.concurrency,
                 ))),
             };
-            (
-                queue,
-                Arc::new(EndpointState::new(&ep.name, ep.url.url().as_str())),
-            )
+            let state = Arc::new(EndpointState::new(&ep.name, ep.url.url().as_str()));
+            state.attach_queue(&queue);
+            (queue, state)
         }
     };
     let worker = Worker::new(
@@ -225,17 +224,12 @@ impl EndpointSet {
             self.ackers.push((q.clone(), acker));
         }
         let worker_stop = self.ctx.shutdown.token.child_token();
-        // Keeps `/status` queued and `bridge_queue_depth` current while nothing moves (the
-        // durable queue's depth lives in Redis and is sampled).
-        let (queue, state, stop) = (
-            rt.route.queue.clone(),
-            rt.route.state.clone(),
-            worker_stop.clone(),
-        );
+        // Keeps the `bridge_queue_*` gauges current (`/status` counts when asked).
+        let (state, stop) = (rt.route.state.clone(), worker_stop.clone());
         tokio::spawn(async move {
             let mut tick = crate::shutdown::Ticker::new(Duration::from_secs(1), &stop);
             while tick.tick().await {
-                state.queued_gauge(queue.depth());
+                state.count_queue().await;
             }
         });
         let worker_task = tokio::spawn(rt.worker.clone().run(

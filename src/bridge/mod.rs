@@ -162,6 +162,7 @@ pub async fn run(
         .collect();
     let status = Arc::new(Status {
         paused: paused_flag.clone(),
+        key_prefix: cfg.redis.key_prefix.clone(),
         dual: opts.dual,
         config_version: AtomicU64::new(1),
         sources: sources.clone(),

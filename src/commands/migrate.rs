@@ -344,7 +344,7 @@ pub async fn validate(
             .cloned()
             .collect::<Vec<_>>()
             .join(", "),
-        humantime::format_duration(duration)
+        crate::config::Dur(duration)
     );
 
     // Observe: key → (channel, event type, unwrap?) of every message seen.
@@ -391,7 +391,7 @@ pub async fn validate(
     eprintln!(
         "observed {} message(s); waiting up to {} for deliveries to settle …",
         seen.len(),
-        humantime::format_duration(grace)
+        crate::config::Dur(grace)
     );
 
     // Check the ledger, polling until everything is settled or the grace period ends.

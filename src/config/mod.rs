@@ -244,6 +244,17 @@ pub enum SourceKind {
     Stream,
 }
 
+impl SourceKind {
+    /// The config spelling: `pubsub`, `list` or `stream`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Pubsub => "pubsub",
+            SourceKind::List => "list",
+            SourceKind::Stream => "stream",
+        }
+    }
+}
+
 /// One `[[sources]]` entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceConfig {
@@ -271,6 +282,16 @@ pub enum Durability {
     Memory,
     /// In Redis streams: survives crashes of the bridge.
     Redis,
+}
+
+impl Durability {
+    /// The config spelling: `memory` or `redis`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Memory => "memory",
+            Durability::Redis => "redis",
+        }
+    }
 }
 
 /// `[delivery]`.
