@@ -39,11 +39,23 @@ pub struct RunOptions {
     pub load: LoadOptions,
 }
 
+/// The Redis address (credentials redacted) that log lines about Redis errors name.
+///
+/// A process talks to one Redis, so it is kept once, when the first connection is set up,
+/// rather than threaded through every queue, source and journal just for their log lines.
+static REDIS_ADDRESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The redacted address of the Redis this process uses (empty before the first connection).
+pub fn redis_address() -> &'static str {
+    REDIS_ADDRESS.get().map(String::as_str).unwrap_or("")
+}
+
 /// A Redis connection that reconnects by itself, with bounded timeouts so that a dead Redis
 /// makes calls fail fast instead of hanging.
 pub fn redis_manager(
     url: &crate::config::RedisUrl,
 ) -> Result<ConnectionManager, redis::RedisError> {
+    let _ = REDIS_ADDRESS.set(url.redacted());
     manager(url, Duration::from_secs(5))
 }
 
@@ -298,7 +310,7 @@ pub async fn run(
         version = crate::VERSION,
         endpoints = cfg.endpoints.len(),
         sources = cfg.sources.len(),
-        durability = ?cfg.delivery.durability,
+        durability = cfg.delivery.durability.as_str(),
         dual = opts.dual,
         "bridge running"
     );

@@ -259,13 +259,7 @@ fn classify_error(e: &reqwest::Error) -> Outcome {
         }
         src = s.source();
     }
-    let reason = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else {
-        "request"
-    };
+    let reason = error_kind(e);
     // reqwest's Display includes the URL; endpoint URLs carry no credentials (rejected at
     // load), so this is safe to log.
     let mut error = e.to_string();
@@ -280,6 +274,36 @@ fn classify_error(e: &reqwest::Error) -> Outcome {
         after: None,
         reason: reason.into(),
         error,
+    }
+}
+
+/// What kind of failure a request error is, for logs (`error_kind`) and the failure
+/// metric's `reason`: `timeout`, `dns`, `tls`, `connect`, `body` or `request`.
+fn error_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        return "timeout";
+    }
+    // reqwest and hyper expose no DNS or TLS predicate; their error chains name them.
+    let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = src {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return "tls";
+        }
+        let text = s.to_string().to_ascii_lowercase();
+        if text.starts_with("dns error") || text.contains("failed to lookup address") {
+            return "dns";
+        }
+        if text.contains("certificate") || text.contains("tls handshake") {
+            return "tls";
+        }
+        src = s.source();
+    }
+    if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
     }
 }
 
