@@ -732,7 +732,10 @@ async fn rollback_by_stopping_the_bridge_keeps_legacy_consumers_whole() {
 
     // Undo: start again (paused, as the key is still set), resume, and new messages flow.
     let bridge = Bridge::start(&config).await;
-    assert!(bridge.status_json().await["paused"].is_object(), "starts paused");
+    assert!(
+        bridge.status_json().await["paused"].is_object(),
+        "starts paused"
+    );
     rollback(&bridge, "resume");
     let after = publish_events(&redis, "stop", 9..=9, 2).await;
     let got = rx.wait_for_count(4, PATIENCE).await;

@@ -89,13 +89,19 @@ async fn with_the_circuit_open_status_the_status_command_and_metrics_count_the_s
     let bridge = Bridge::start(&config).await;
 
     // The first message fails once (the circuit opens) and waits an hour for its retry.
-    redis.publish(DEFAULT_CHANNEL, message("model.ready", 1)).await;
-    wait_until(T, "/status shows the first message scheduled for retry", || async {
-        bridge.endpoint_status("down").await["retry_scheduled"] == 1
-    })
+    redis
+        .publish(DEFAULT_CHANNEL, message("model.ready", 1))
+        .await;
+    wait_until(
+        T,
+        "/status shows the first message scheduled for retry",
+        || async { bridge.endpoint_status("down").await["retry_scheduled"] == 1 },
+    )
     .await;
     for n in 2..=6 {
-        redis.publish(DEFAULT_CHANNEL, message("model.ready", n)).await;
+        redis
+            .publish(DEFAULT_CHANNEL, message("model.ready", n))
+            .await;
     }
     // Nothing moves behind the open circuit; the views agree once all six are journaled.
     wait_until(
@@ -124,20 +130,29 @@ async fn with_the_circuit_open_status_the_status_command_and_metrics_count_the_s
         counts(&status, "down"),
         "`status --json` is `status --format json`"
     );
-    wait_until(T, "the head of the queue ages in /status and /metrics", || async {
-        bridge.endpoint_status("down").await["oldest_age_seconds"].as_u64() >= Some(1)
-            && bridge
-                .metric_value("bridge_queue_oldest_age_seconds", &[("endpoint", "down")])
-                .await
-                >= 1.0
-    })
+    wait_until(
+        T,
+        "the head of the queue ages in /status and /metrics",
+        || async {
+            bridge.endpoint_status("down").await["oldest_age_seconds"].as_u64() >= Some(1)
+                && bridge
+                    .metric_value("bridge_queue_oldest_age_seconds", &[("endpoint", "down")])
+                    .await
+                    >= 1.0
+        },
+    )
     .await;
 
     // The refused attempt logs an error kind and no HTTP status.
     let failed = log_lines(&bridge, "attempt failed; will retry");
-    let first = failed.first().unwrap_or_else(|| panic!("{}", bridge.logs()));
+    let first = failed
+        .first()
+        .unwrap_or_else(|| panic!("{}", bridge.logs()));
     assert_eq!(first["error_kind"], "connect", "{first}");
-    assert!(first.get("status").is_none(), "no status without an answer: {first}");
+    assert!(
+        first.get("status").is_none(),
+        "no status without an answer: {first}"
+    );
     // Log fields use the config's spelling.
     let running = log_lines(&bridge, "bridge running");
     assert_eq!(running[0]["durability"], "redis", "{}", running[0]);
@@ -161,7 +176,9 @@ async fn a_delivery_that_succeeds_after_failed_attempts_logs_one_info_line() {
     let config = base_toml(&redis, "t-recovered") + &endpoint_toml("site", &rx.url("/hook"), "");
     let bridge = Bridge::start(&config).await;
 
-    redis.publish(DEFAULT_CHANNEL, message("model.ready", 1)).await;
+    redis
+        .publish(DEFAULT_CHANNEL, message("model.ready", 1))
+        .await;
     rx.wait_for_count(3, T).await;
     wait_until(T, "the recovery is logged", || async {
         !log_lines(&bridge, "delivered after failed attempts").is_empty()
@@ -178,7 +195,9 @@ async fn a_delivery_that_succeeds_after_failed_attempts_logs_one_info_line() {
     assert!(l["total_ms"].as_u64() >= Some(200), "{l}");
     let failed = log_lines(&bridge, "attempt failed; will retry");
     assert!(
-        failed.iter().all(|f| f["status"] == 503 && f.get("error_kind").is_none()),
+        failed
+            .iter()
+            .all(|f| f["status"] == 503 && f.get("error_kind").is_none()),
         "an answered attempt has a status and no error kind: {failed:?}"
     );
 }
@@ -187,7 +206,8 @@ async fn a_delivery_that_succeeds_after_failed_attempts_logs_one_info_line() {
 async fn redis_connection_errors_name_the_redis_address_without_its_password() {
     let mut redis = RedisServer::start_with_password("pw-not-for-logs");
     let rx = Receiver::start().await;
-    let config = base_toml(&redis, "t-redis-address") + &endpoint_toml("site", &rx.url("/hook"), "");
+    let config =
+        base_toml(&redis, "t-redis-address") + &endpoint_toml("site", &rx.url("/hook"), "");
     let bridge = Bridge::start(&config).await;
 
     redis.kill();
@@ -196,18 +216,30 @@ async fn redis_connection_errors_name_the_redis_address_without_its_password() {
     })
     .await;
     let lost = &log_lines(&bridge, "lost the Redis subscription; reconnecting")[0];
-    let addr = lost["redis"].as_str().unwrap_or_else(|| panic!("no redis field: {lost}"));
-    assert!(addr.contains(&format!("127.0.0.1:{}", redis.port)), "{lost}");
-    assert!(!bridge.full_logs().contains("pw-not-for-logs"), "{}", bridge.logs());
+    let addr = lost["redis"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no redis field: {lost}"));
+    assert!(
+        addr.contains(&format!("127.0.0.1:{}", redis.port)),
+        "{lost}"
+    );
+    assert!(
+        !bridge.full_logs().contains("pw-not-for-logs"),
+        "{}",
+        bridge.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_json_and_the_admin_status_agree_key_by_key() {
     let redis = RedisServer::start();
     let rx = Receiver::start().await;
-    let config = base_toml(&redis, "t-one-vocabulary") + &endpoint_toml("site", &rx.url("/hook"), "");
+    let config =
+        base_toml(&redis, "t-one-vocabulary") + &endpoint_toml("site", &rx.url("/hook"), "");
     let bridge = Bridge::start(&config).await;
-    redis.publish(DEFAULT_CHANNEL, message("model.ready", 1)).await;
+    redis
+        .publish(DEFAULT_CHANNEL, message("model.ready", 1))
+        .await;
     rx.wait_for_count(1, T).await;
     let out = bridge.cli(&["pause", "--reason", "receiver deploy"], &[]);
     assert!(out.status.success(), "{}", show(&out));
@@ -225,7 +257,10 @@ async fn status_json_and_the_admin_status_agree_key_by_key() {
     let (a, c) = (admin.as_object().unwrap(), cli.as_object().unwrap());
     let shared: Vec<&String> = a.keys().filter(|k| c.contains_key(*k)).collect();
     for must in ["version", "paused", "sources", "endpoints"] {
-        assert!(shared.iter().any(|k| *k == must), "both have {must}: {shared:?}");
+        assert!(
+            shared.iter().any(|k| *k == must),
+            "both have {must}: {shared:?}"
+        );
     }
     for k in &shared {
         match k.as_str() {
@@ -246,13 +281,22 @@ async fn status_json_and_the_admin_status_agree_key_by_key() {
                     same += 1;
                 }
             }
-            assert!(same >= 2, "{list}.{name} shares its name and more: {item} / {other}");
+            assert!(
+                same >= 2,
+                "{list}.{name} shares its name and more: {item} / {other}"
+            );
         }
     }
     // Structured, not prose: the source channel's subscribers are a number.
     let source = &cli["sources"][0];
-    assert_eq!(source["channels"][0]["channel"], DEFAULT_CHANNEL, "{source}");
-    assert!(source["channels"][0]["subscribers"].as_u64() >= Some(1), "{source}");
+    assert_eq!(
+        source["channels"][0]["channel"], DEFAULT_CHANNEL,
+        "{source}"
+    );
+    assert!(
+        source["channels"][0]["subscribers"].as_u64() >= Some(1),
+        "{source}"
+    );
 
     // Durations print as the config writes them.
     let out = bridge.cli(&["check-config"], &[]);

@@ -369,8 +369,12 @@ impl EndpointSet {
                         oldest_age_seconds = c.oldest_age_seconds,
                         "stays queued in Redis"
                     ),
-                    Ok(Err(e)) => tracing::warn!(endpoint = %name, redis = %crate::bridge::redis_address(), error = %e, "cannot count what stays queued in Redis"),
-                    Err(_) => tracing::warn!(endpoint = %name, redis = %crate::bridge::redis_address(), "cannot count what stays queued in Redis: no answer within 2 s"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(endpoint = %name, redis = %crate::bridge::redis_address(), error = %e, "cannot count what stays queued in Redis")
+                    }
+                    Err(_) => {
+                        tracing::warn!(endpoint = %name, redis = %crate::bridge::redis_address(), "cannot count what stays queued in Redis: no answer within 2 s")
+                    }
                 }
             }
         }

@@ -195,7 +195,12 @@ pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<i32> {
                 _ => format!("{key}: {n} entr(ies)"),
             });
         }
-        println!("source {} ({}): {}", s.name, s.kind.as_str(), parts.join(", "));
+        println!(
+            "source {} ({}): {}",
+            s.name,
+            s.kind.as_str(),
+            parts.join(", ")
+        );
     }
     for e in &st.endpoints {
         let q = &e.queue;

@@ -90,9 +90,7 @@ struct QueueGauges {
 
 impl QueueGauges {
     fn new(endpoint: &str) -> Self {
-        let jobs = |state: &'static str| {
-            metrics::gauge!(metric::QUEUE_JOBS, "endpoint" => endpoint.to_string(), "state" => state)
-        };
+        let jobs = |state: &'static str| metrics::gauge!(metric::QUEUE_JOBS, "endpoint" => endpoint.to_string(), "state" => state);
         Self {
             depth: metrics::gauge!(metric::QUEUE_DEPTH, "endpoint" => endpoint.to_string()),
             waiting: jobs("waiting"),
@@ -141,9 +139,7 @@ impl EndpointState {
     /// queue cannot be counted (Redis unreachable) the last counts are returned unchanged.
     pub async fn count_queue(&self) -> QueueCounts {
         let counted = match self.queue.get() {
-            Some(q) => {
-                tokio::time::timeout(std::time::Duration::from_secs(2), q.counts()).await
-            }
+            Some(q) => tokio::time::timeout(std::time::Duration::from_secs(2), q.counts()).await,
             None => return QueueCounts::default(),
         };
         let mut last = self.last_counts.lock().unwrap_or_else(|p| p.into_inner());
