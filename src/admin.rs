@@ -102,20 +102,25 @@ async fn status_json(State(s): State<Arc<Status>>) -> Response {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let endpoints = futures::future::join_all(states.iter().map(|e| e.snapshot())).await;
-    let mut conn = s.redis.clone();
-    let paused = match tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        crate::control::paused(&mut conn, &s.key_prefix),
-    )
-    .await
-    {
-        Ok(Ok(p)) => p,
-        // Redis does not answer: the state last seen, without its details.
-        _ => s.paused.load(Ordering::Relaxed).then(|| PauseInfo {
-            since: String::new(),
-            by: String::new(),
-            reason: None,
-        }),
+    // What this replica does (its last poll of the pause key), with who/when/why read from
+    // the key; the details are blank if Redis does not answer.
+    let paused = if s.paused.load(Ordering::Relaxed) {
+        let mut conn = s.redis.clone();
+        let info = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            crate::control::paused(&mut conn, &s.key_prefix),
+        )
+        .await;
+        Some(match info {
+            Ok(Ok(Some(p))) => p,
+            _ => PauseInfo {
+                since: String::new(),
+                by: String::new(),
+                reason: None,
+            },
+        })
+    } else {
+        None
     };
     axum::Json(StatusJson {
         version: crate::VERSION,
