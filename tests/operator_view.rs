@@ -228,6 +228,37 @@ async fn redis_connection_errors_name_the_redis_address_without_its_password() {
         "{}",
         bridge.logs()
     );
+    // The commands say which Redis they could not reach, too.
+    for cmd in [&["status"][..], &["pause"], &["resume"]] {
+        let out = bridge.cli(cmd, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd:?} without Redis fails");
+        assert!(
+            err.contains(&format!("127.0.0.1:{}", redis.port)) && !err.contains("pw-not-for-logs"),
+            "{cmd:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn every_command_with_machine_output_takes_format_json_and_its_json_alias() {
+    for cmd in [
+        &["status"][..],
+        &["dlq", "list"],
+        &["dlq", "show"],
+        &["migrate", "plan"],
+        &["migrate", "validate"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.push("--help");
+        let out = run_cli(&args, &[]);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}: {}", show(&out));
+        assert!(
+            help.contains("--format") && help.contains("--json"),
+            "{cmd:?} takes --format and --json:\n{help}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

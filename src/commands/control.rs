@@ -1,6 +1,7 @@
 //! `pause`, `resume` and `status`: the cluster-wide kill switch and a summary read from
 //! Redis (so it works without the admin port and covers every replica).
 
+use anyhow::Context;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
@@ -13,7 +14,9 @@ use crate::queue::redis::queue_counts;
 /// `pause [--reason]`.
 pub async fn pause(cfg: &Config, reason: Option<String>) -> anyhow::Result<i32> {
     let mut conn = connect(cfg)?;
-    let info = control::pause(&mut conn, &cfg.redis.key_prefix, reason).await?;
+    let info = control::pause(&mut conn, &cfg.redis.key_prefix, reason)
+        .await
+        .with_context(|| format!("cannot pause: Redis at {}", cfg.redis.url.redacted()))?;
     println!(
         "paused deliveries on every replica (by {} at {}); messages keep being received and wait in the queues. `resume` restarts them.",
         info.by, info.since
@@ -24,7 +27,10 @@ pub async fn pause(cfg: &Config, reason: Option<String>) -> anyhow::Result<i32> 
 /// `resume`.
 pub async fn resume(cfg: &Config) -> anyhow::Result<i32> {
     let mut conn = connect(cfg)?;
-    if control::resume(&mut conn, &cfg.redis.key_prefix).await? {
+    let was_paused = control::resume(&mut conn, &cfg.redis.key_prefix)
+        .await
+        .with_context(|| format!("cannot resume: Redis at {}", cfg.redis.url.redacted()))?;
+    if was_paused {
         println!("resumed deliveries on every replica");
     } else {
         println!("deliveries were not paused");
@@ -80,6 +86,17 @@ struct ClusterStatus {
 
 /// `status [--format json]`.
 pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<i32> {
+    let st = cluster_status(cfg).await.with_context(|| {
+        format!(
+            "cannot read the status: Redis at {}",
+            cfg.redis.url.redacted()
+        )
+    })?;
+    print_status(&st, json)
+}
+
+/// Reads everything `status` shows from Redis.
+async fn cluster_status(cfg: &Config) -> anyhow::Result<ClusterStatus> {
     let mut conn = connect(cfg)?;
     let prefix = &cfg.redis.key_prefix;
     let paused = control::paused(&mut conn, prefix).await?;
@@ -147,7 +164,7 @@ pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<i32> {
         sources.push(st);
     }
 
-    let st = ClusterStatus {
+    Ok(ClusterStatus {
         version: crate::VERSION,
         redis: cfg.redis.url.redacted(),
         paused,
@@ -155,9 +172,13 @@ pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<i32> {
         sources,
         endpoints,
         dlq_entries,
-    };
+    })
+}
+
+/// Prints `status` as text or JSON.
+fn print_status(st: &ClusterStatus, json: bool) -> anyhow::Result<i32> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        println!("{}", serde_json::to_string_pretty(st)?);
         return Ok(crate::exit::OK);
     }
     println!("redis:      {}", st.redis);
