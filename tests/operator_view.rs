@@ -268,6 +268,22 @@ async fn status_json_and_the_admin_status_agree_key_by_key() {
     let config =
         base_toml(&redis, "t-one-vocabulary") + &endpoint_toml("site", &rx.url("/hook"), "");
     let bridge = Bridge::start(&config).await;
+    // The queue gauges exist, at zero, before the first message.
+    let metrics = bridge.metrics_text().await;
+    assert_eq!(
+        metric_counts(&metrics, "site"),
+        vec![0, 0, 0, 0],
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_in(
+            &metrics,
+            "bridge_queue_oldest_age_seconds",
+            &[("endpoint", "site")]
+        ),
+        Some(0.0),
+        "{metrics}"
+    );
     redis
         .publish(DEFAULT_CHANNEL, message("model.ready", 1))
         .await;
