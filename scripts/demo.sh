@@ -336,11 +336,12 @@ for n, line in enumerate(open(sys.argv[1], encoding="utf-8"), 1):
     print(f"   attempt          {event['attempt']}   scheme {event['scheme']}   path {event['path']}   at {event['received_at']}")
 PY
 
-# The receiver prints before it answers: give the bridge a moment to count the last 200.
+# The receiver prints before it answers: give the bridge a moment to count the last 200 and
+# to acknowledge it in its queue (until then it counts as not delivered).
 delivered=0
 for ((i = 0; i < 25; i++)); do
     delivered="$(curl -fsS --max-time 2 "$ADMIN/status" |
-        python3 -c 'import json, sys; print(sum(e["delivered"] for e in json.load(sys.stdin)["endpoints"]))' 2>/dev/null ||
+        python3 -c 'import json, sys; e = json.load(sys.stdin)["endpoints"]; print(sum(x["delivered"] for x in e) if sum(x["not_delivered"] for x in e) == 0 else 0)' 2>/dev/null ||
         echo 0)"
     ((delivered >= EVENTS)) && break
     sleep 0.2
@@ -354,12 +355,12 @@ import sys
 
 s = json.load(open(sys.argv[1], encoding="utf-8"))
 b = json.dumps
-print(f"version {s['version']}  paused {b(s['paused'])}  dual {b(s['dual'])}  config_version {s['config_version']}")
+print(f"version {s['version']}  paused {b(s['paused'] is not None)}  dual {b(s['dual'])}  config_version {s['config_version']}")
 for src in s["sources"]:
     print(f"source   {src['name']:<14} kind {src['kind']:<7} connected {b(src['connected'])}  received {src['received']}")
 for e in s["endpoints"]:
     print(f"endpoint {e['name']:<14} circuit {e['circuit']:<7} delivered {e['delivered']}  failed attempts {e['failed']}  "
-          f"dead-lettered {e['dead_lettered']}  queued {e['queued']}  in flight {e['in_flight']}")
+          f"dead-lettered {e['dead_lettered']}  not delivered {e['not_delivered']}  in flight {e['in_flight']}")
     if e.get("last_error"):
         print(f"         last error: {e['last_error'][:120]}")
 PY

@@ -12,6 +12,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
+use crate::control::PauseInfo;
 use crate::delivery::{EndpointSnapshot, EndpointState};
 use crate::source::SourceState;
 
@@ -19,6 +20,8 @@ use crate::source::SourceState;
 pub struct Status {
     /// Deliveries paused cluster-wide (kept current by `control::watch_pause`).
     pub paused: Arc<AtomicBool>,
+    /// `redis.key_prefix`, to read who paused and why.
+    pub key_prefix: String,
     /// Dual publishing on.
     pub dual: bool,
     /// Bumped on every applied config.
@@ -36,7 +39,8 @@ pub struct Status {
 #[derive(Serialize)]
 struct StatusJson<'a> {
     version: &'static str,
-    paused: bool,
+    /// Who paused, when and why (as `status` shows it), or null while deliveries run.
+    paused: Option<PauseInfo>,
     dual: bool,
     config_version: u64,
     sources: &'a [Arc<SourceState>],
@@ -92,16 +96,35 @@ async fn metrics(State(s): State<Arc<Status>>) -> Response {
 }
 
 async fn status_json(State(s): State<Arc<Status>>) -> Response {
-    let endpoints = s
+    let states: Vec<Arc<EndpointState>> = s
         .endpoints
         .read()
         .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|e| e.snapshot())
-        .collect();
+        .clone();
+    let endpoints = futures::future::join_all(states.iter().map(|e| e.snapshot())).await;
+    // What this replica does (its last poll of the pause key), with who/when/why read from
+    // the key; the details are blank if Redis does not answer.
+    let paused = if s.paused.load(Ordering::Relaxed) {
+        let mut conn = s.redis.clone();
+        let info = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            crate::control::paused(&mut conn, &s.key_prefix),
+        )
+        .await;
+        Some(match info {
+            Ok(Ok(Some(p))) => p,
+            _ => PauseInfo {
+                since: String::new(),
+                by: String::new(),
+                reason: None,
+            },
+        })
+    } else {
+        None
+    };
     axum::Json(StatusJson {
         version: crate::VERSION,
-        paused: s.paused.load(Ordering::Relaxed),
+        paused,
         dual: s.dual,
         config_version: s.config_version.load(Ordering::Relaxed),
         sources: &s.sources,

@@ -169,9 +169,9 @@ pub enum Command {
         /// Config flags.
         #[command(flatten)]
         config: ConfigArgs,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
+        /// Output flags.
+        #[command(flatten)]
+        output: Output,
     },
 }
 
@@ -303,9 +303,8 @@ pub enum DlqCommand {
         /// Only entries of this endpoint.
         #[arg(long, value_name = "NAME")]
         endpoint: Option<String>,
-        /// Print JSON lines instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        output: Output,
     },
     /// Show one entry in full, body included.
     #[command(
@@ -314,6 +313,8 @@ pub enum DlqCommand {
     Show {
         /// The entry id (from `dlq list`).
         id: String,
+        #[command(flatten)]
+        output: Output,
     },
     /// Re-drive entries through the normal delivery path; delivered entries are removed.
     #[command(
@@ -343,7 +344,31 @@ pub enum DlqCommand {
     },
 }
 
-/// Output format of `migrate` reports.
+/// The output flags every command with machine-readable output takes: `--format text|json`,
+/// and `--json` as a short alias of `--format json`.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Output {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: Format,
+    /// Same as `--format json`.
+    #[arg(long, conflicts_with = "format")]
+    pub json: bool,
+}
+
+impl Output {
+    /// The chosen format.
+    pub fn format(&self) -> Format {
+        if self.json { Format::Json } else { self.format }
+    }
+
+    /// Whether JSON was asked for.
+    pub fn is_json(&self) -> bool {
+        self.format() == Format::Json
+    }
+}
+
+/// Output format of command reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     /// Human-readable text.
@@ -360,9 +385,8 @@ pub enum MigrateCommand {
         after_help = "Examples:\n  redis-webhook-bridge migrate plan --config bridge.toml\n  redis-webhook-bridge migrate plan --config bridge.toml --format json"
     )]
     Plan {
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
+        #[command(flatten)]
+        output: Output,
     },
     /// Watch the pub/sub and stream sources for a window and check that every message was
     /// delivered to every matching endpoint; exit 1 if any is dead-lettered, still pending
@@ -377,9 +401,9 @@ pub enum MigrateCommand {
         /// How long to wait after the window for deliveries to settle.
         #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
+        /// Output flags.
+        #[command(flatten)]
+        output: Output,
         /// Accept dead-lettered messages (they are still counted and listed).
         #[arg(long)]
         allow_dead_lettered: bool,

@@ -537,7 +537,7 @@ impl Ingest {
             match acks.query_async::<()>(&mut conn).await {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!(error = %e, "acknowledging source messages failed; retrying");
+                    tracing::warn!(redis = %crate::bridge::redis_address(), error = %e, "acknowledging source messages failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                 }
@@ -604,18 +604,18 @@ impl Ingest {
                         .query_async(&mut conn)
                         .await;
                     if let Err(e) = loaded {
-                        tracing::warn!(error = %e, "cannot load the journal script");
+                        tracing::warn!(redis = %crate::bridge::redis_address(), error = %e, "cannot load the journal script");
                     }
                     continue;
                 }
                 Err(e) => {
                     if self.shutdown.is_cancelled() && wait >= Duration::from_secs(5) {
                         for m in msgs {
-                            tracing::error!(idempotency_key = %m.idempotency_key, error = %e, "Redis unreachable through shutdown: received message not journaled, lost");
+                            tracing::error!(idempotency_key = %m.idempotency_key, redis = %crate::bridge::redis_address(), error = %e, "Redis unreachable through shutdown: received message not journaled, lost");
                         }
                         return vec![false; msgs.len()];
                     }
-                    tracing::warn!(error = %e, messages = msgs.len(), retry_in_ms = wait.as_millis() as u64, "cannot journal received messages; retrying");
+                    tracing::warn!(redis = %crate::bridge::redis_address(), error = %e, messages = msgs.len(), retry_in_ms = wait.as_millis() as u64, "cannot journal received messages; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
@@ -644,7 +644,7 @@ impl Ingest {
         match pipe.query_async::<Vec<Option<String>>>(&mut conn).await {
             Ok(replies) => replies.into_iter().map(|r| r.is_some()).collect(),
             Err(e) => {
-                tracing::warn!(error = %e, "de-duplication unavailable; delivering without it");
+                tracing::warn!(redis = %crate::bridge::redis_address(), error = %e, "de-duplication unavailable; delivering without it");
                 vec![true; msgs.len()]
             }
         }
@@ -656,7 +656,7 @@ impl Ingest {
             return;
         };
         match q.push(Job::new(msg.clone())) {
-            Ok(()) => route.state.queued_gauge(q.depth()),
+            Ok(()) => {}
             Err(Full(job)) => {
                 let dl = dead_letter(
                     &job,

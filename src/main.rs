@@ -96,18 +96,18 @@ async fn dispatch(cli: Cli) -> i32 {
             })
             .await
         }
-        Command::Status { config, json } => {
+        Command::Status { config, output } => {
             with_config(&opts(&config, None), |cfg| async move {
-                commands::control::status(&cfg, json).await
+                commands::control::status(&cfg, output.is_json()).await
             })
             .await
         }
         Command::Migrate {
             config,
-            command: MigrateCommand::Plan { format },
+            command: MigrateCommand::Plan { output },
         } => {
             with_config(&opts(&config, None), |cfg| async move {
-                commands::migrate::plan(&cfg, format).await
+                commands::migrate::plan(&cfg, output.format()).await
             })
             .await
         }
@@ -117,13 +117,19 @@ async fn dispatch(cli: Cli) -> i32 {
                 MigrateCommand::Validate {
                     duration,
                     grace,
-                    format,
+                    output,
                     allow_dead_lettered,
                 },
         } => {
             with_config(&opts(&config, None), |cfg| async move {
-                commands::migrate::validate(&cfg, duration, grace, format, allow_dead_lettered)
-                    .await
+                commands::migrate::validate(
+                    &cfg,
+                    duration,
+                    grace,
+                    output.format(),
+                    allow_dead_lettered,
+                )
+                .await
             })
             .await
         }

@@ -31,8 +31,13 @@ pub mod metric {
     pub const DUPLICATES_DROPPED: &str = "bridge_duplicates_dropped_total";
     /// Counter{target}: messages republished (dual mode).
     pub const REPUBLISHED: &str = "bridge_messages_republished_total";
-    /// Gauge{endpoint}: jobs waiting (ready + scheduled retries).
+    /// Gauge{endpoint}: messages not delivered yet (waiting + taken + scheduled for retry).
     pub const QUEUE_DEPTH: &str = "bridge_queue_depth";
+    /// Gauge{endpoint,state}: messages not delivered yet by state: waiting, taken,
+    /// retry_scheduled.
+    pub const QUEUE_JOBS: &str = "bridge_queue_jobs";
+    /// Gauge{endpoint}: seconds since the head of the queue was received.
+    pub const QUEUE_OLDEST_AGE: &str = "bridge_queue_oldest_age_seconds";
     /// Gauge: entries in the dead-letter stream.
     pub const DLQ_DEPTH: &str = "bridge_dlq_depth";
     /// Counter{source}: lost subscriptions.
@@ -54,6 +59,8 @@ pub mod metric {
         DUPLICATES_DROPPED,
         REPUBLISHED,
         QUEUE_DEPTH,
+        QUEUE_JOBS,
+        QUEUE_OLDEST_AGE,
         DLQ_DEPTH,
         SOURCE_DISCONNECTS,
         CONFIG_RELOADS,
@@ -107,9 +114,15 @@ pub enum FailureReason {
     HttpOther,
     /// No answer within the endpoint's `timeout`.
     Timeout,
-    /// Connection or DNS failure.
+    /// The connection could not be made (refused, reset, unreachable).
     Connect,
-    /// Any other request failure (e.g. a broken answer).
+    /// The endpoint's host name did not resolve.
+    Dns,
+    /// The TLS handshake failed (certificate, protocol).
+    Tls,
+    /// The answer's body could not be read.
+    Body,
+    /// Any other request failure.
     Request,
     /// The URL policy refused the address (`allow_private_networks`).
     Blocked,
@@ -139,6 +152,9 @@ impl FailureReason {
         Self::HttpOther,
         Self::Timeout,
         Self::Connect,
+        Self::Dns,
+        Self::Tls,
+        Self::Body,
         Self::Request,
         Self::Blocked,
     ];
@@ -167,6 +183,9 @@ impl FailureReason {
             Self::HttpOther => "http_other",
             Self::Timeout => "timeout",
             Self::Connect => "connect",
+            Self::Dns => "dns",
+            Self::Tls => "tls",
+            Self::Body => "body",
             Self::Request => "request",
             Self::Blocked => "blocked",
         }
@@ -339,7 +358,19 @@ fn describe() {
         "Messages dropped as repeats of an idempotency key"
     );
     describe_counter!(metric::REPUBLISHED, "Messages republished in dual mode");
-    describe_gauge!(metric::QUEUE_DEPTH, "Delivery jobs waiting per endpoint");
+    describe_gauge!(
+        metric::QUEUE_DEPTH,
+        "Messages not delivered yet per endpoint: waiting, taken (prefetched or in flight) and scheduled for retry"
+    );
+    describe_gauge!(
+        metric::QUEUE_JOBS,
+        "Messages not delivered yet per endpoint by state: waiting, taken, retry_scheduled"
+    );
+    describe_gauge!(
+        metric::QUEUE_OLDEST_AGE,
+        Unit::Seconds,
+        "Seconds since the message at the head of the endpoint's queue was received"
+    );
     describe_gauge!(metric::DLQ_DEPTH, "Entries in the dead-letter stream");
     describe_counter!(metric::SOURCE_DISCONNECTS, "Lost Redis subscriptions");
     describe_counter!(metric::CONFIG_RELOADS, "Config reloads by result");

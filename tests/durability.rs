@@ -521,7 +521,7 @@ async fn journaled_messages_survive_a_kill_9_of_redis_with_aof_and_are_delivered
     let out = bridge.cli(&["pause"], &[]);
     assert!(out.status.success(), "pause failed: {}", show(&out));
     wait_until(PATIENCE, "the bridge sees the pause", || async {
-        bridge.status_json().await["paused"] == true
+        bridge.status_json().await["paused"].is_object()
     })
     .await;
 

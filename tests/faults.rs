@@ -81,6 +81,43 @@ async fn after_redis_is_killed_and_restarted_the_bridge_resubscribes_and_deliver
     );
 }
 
+/// How long Redis stays down in the resubscribe test: long enough for the resubscribe
+/// backoff to reach its cap (100 ms doubling reaches 1 s after four attempts, ~1.5 s).
+const REDIS_DOWN_FOR: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_published_two_seconds_after_redis_is_back_is_delivered() {
+    let mut redis = RedisServer::start_with_aof();
+    let OneSent { rx, bridge, .. } = send_one(&redis, "t-resubscribe", Duration::ZERO, "").await;
+
+    redis.kill();
+    wait_until(
+        SECS(10),
+        "/readyz stops answering 200 after Redis died",
+        || async { bridge.readyz().await != Some(200) },
+    )
+    .await;
+    // The outage itself: the bridge keeps trying to subscribe and its waits grow to the cap.
+    tokio::time::sleep(REDIS_DOWN_FOR).await;
+    redis.restart();
+    // The scenario, not a synchronisation: the registry publishes 2 s after Redis is back,
+    // whether or not the bridge has resubscribed (pub/sub does not wait for it).
+    let back = Instant::now();
+    tokio::time::sleep(SECS(2)).await;
+    let subscribers = redis
+        .publish(DEFAULT_CHANNEL, message("model.ready", 2))
+        .await;
+    assert_eq!(
+        subscribers,
+        1,
+        "the bridge was not subscribed again {:?} after Redis came back\n{}",
+        back.elapsed(),
+        bridge.logs()
+    );
+    let reqs = rx.wait_for_count(2, SECS(10)).await;
+    assert_eq!(reqs[1].json()["n"], 2, "{}", bridge.logs());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_json_and_oversized_messages_are_dead_lettered_with_the_reason_and_do_not_block_others()
 {

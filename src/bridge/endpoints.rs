@@ -71,10 +71,9 @@ pub fn build_endpoint(
                     ep.concurrency,
                 ))),
             };
-            (
-                queue,
-                Arc::new(EndpointState::new(&ep.name, &ep.url.redacted())),
-            )
+            let state = Arc::new(EndpointState::new(&ep.name, &ep.url.redacted()));
+            state.attach_queue(&queue);
+            (queue, state)
         }
     };
     let worker = Worker::new(
@@ -203,7 +202,7 @@ impl EndpointSet {
         if let Queue::Redis(q) = &rt.route.queue {
             let mut wait = Duration::from_millis(100);
             while let Err(err) = q.ensure_group().await {
-                tracing::warn!(stream = %q.stream(), error = %err, "cannot create the consumer group; retrying");
+                tracing::warn!(stream = %q.stream(), redis = %crate::bridge::redis_address(), error = %err, "cannot create the consumer group; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = self.ctx.shutdown.token.cancelled() => anyhow::bail!("shutdown while waiting for Redis"),
@@ -225,17 +224,12 @@ impl EndpointSet {
             self.ackers.push((q.clone(), acker));
         }
         let worker_stop = self.ctx.shutdown.token.child_token();
-        // Keeps `/status` queued and `bridge_queue_depth` current while nothing moves (the
-        // durable queue's depth lives in Redis and is sampled).
-        let (queue, state, stop) = (
-            rt.route.queue.clone(),
-            rt.route.state.clone(),
-            worker_stop.clone(),
-        );
+        // Keeps the `bridge_queue_*` gauges current (`/status` counts when asked).
+        let (state, stop) = (rt.route.state.clone(), worker_stop.clone());
         tokio::spawn(async move {
             let mut tick = crate::shutdown::Ticker::new(Duration::from_secs(1), &stop);
             while tick.tick().await {
-                state.queued_gauge(queue.depth());
+                state.count_queue().await;
             }
         });
         let worker_task = tokio::spawn(rt.worker.clone().run(
@@ -360,6 +354,29 @@ impl EndpointSet {
             q.close();
             let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
             q.leave().await;
+        }
+        // What stays in Redis for the next start (or another replica), per endpoint.
+        for l in &self.live {
+            if let Queue::Redis(q) = &l.rt.route.queue {
+                let name = &l.rt.route.endpoint.name;
+                match tokio::time::timeout(Duration::from_secs(2), q.counts()).await {
+                    Ok(Ok(c)) => tracing::info!(
+                        endpoint = %name,
+                        not_delivered = c.not_delivered,
+                        waiting = c.waiting,
+                        taken = c.taken,
+                        retry_scheduled = c.retry_scheduled,
+                        oldest_age_seconds = c.oldest_age_seconds,
+                        "stays queued in Redis"
+                    ),
+                    Ok(Err(e)) => {
+                        tracing::warn!(endpoint = %name, redis = %crate::bridge::redis_address(), error = %e, "cannot count what stays queued in Redis")
+                    }
+                    Err(_) => {
+                        tracing::warn!(endpoint = %name, redis = %crate::bridge::redis_address(), "cannot count what stays queued in Redis: no answer within 2 s")
+                    }
+                }
+            }
         }
         let mut parked = 0;
         for l in &self.live {

@@ -39,11 +39,23 @@ pub struct RunOptions {
     pub load: LoadOptions,
 }
 
+/// The Redis address (credentials redacted) that log lines about Redis errors name.
+///
+/// A process talks to one Redis, so it is kept once, when the first connection is set up,
+/// rather than threaded through every queue, source and journal just for their log lines.
+static REDIS_ADDRESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The redacted address of the Redis this process uses (empty before the first connection).
+pub fn redis_address() -> &'static str {
+    REDIS_ADDRESS.get().map(String::as_str).unwrap_or("")
+}
+
 /// A Redis connection that reconnects by itself, with bounded timeouts so that a dead Redis
 /// makes calls fail fast instead of hanging.
 pub fn redis_manager(
     url: &crate::config::RedisUrl,
 ) -> Result<ConnectionManager, redis::RedisError> {
+    let _ = REDIS_ADDRESS.set(url.redacted());
     manager(url, Duration::from_secs(5))
 }
 
@@ -165,6 +177,7 @@ pub async fn run(
         .collect();
     let status = Arc::new(Status {
         paused: paused_flag.clone(),
+        key_prefix: cfg.redis.key_prefix.clone(),
         dual: opts.dual,
         config_version: AtomicU64::new(1),
         sources: sources.clone(),
@@ -244,6 +257,7 @@ pub async fn run(
         let task = match s.kind {
             SourceKind::Pubsub => tokio::spawn(source::pubsub::run(
                 cfg.redis.url.clone(),
+                cfg.redis.resubscribe_max_delay.0,
                 s,
                 state,
                 tx,
@@ -301,7 +315,7 @@ pub async fn run(
         version = crate::VERSION,
         endpoints = cfg.endpoints.len(),
         sources = cfg.sources.len(),
-        durability = ?cfg.delivery.durability,
+        durability = cfg.delivery.durability.as_str(),
         dual = opts.dual,
         "bridge running"
     );

@@ -1,18 +1,22 @@
 //! `pause`, `resume` and `status`: the cluster-wide kill switch and a summary read from
 //! Redis (so it works without the admin port and covers every replica).
 
+use anyhow::Context;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
 use crate::bridge::redis_manager;
 use crate::config::{Config, SourceKind};
 use crate::control::{self, PauseInfo};
-use crate::queue::redis::{GROUP, QueueKeys};
+use crate::queue::QueueCounts;
+use crate::queue::redis::queue_counts;
 
 /// `pause [--reason]`.
 pub async fn pause(cfg: &Config, reason: Option<String>) -> anyhow::Result<i32> {
     let mut conn = connect(cfg)?;
-    let info = control::pause(&mut conn, &cfg.redis.key_prefix, reason).await?;
+    let info = control::pause(&mut conn, &cfg.redis.key_prefix, reason)
+        .await
+        .with_context(|| format!("cannot pause: Redis at {}", cfg.redis.url.redacted()))?;
     println!(
         "paused deliveries on every replica (by {} at {}); messages keep being received and wait in the queues. `resume` restarts them.",
         info.by, info.since
@@ -23,7 +27,10 @@ pub async fn pause(cfg: &Config, reason: Option<String>) -> anyhow::Result<i32> 
 /// `resume`.
 pub async fn resume(cfg: &Config) -> anyhow::Result<i32> {
     let mut conn = connect(cfg)?;
-    if control::resume(&mut conn, &cfg.redis.key_prefix).await? {
+    let was_paused = control::resume(&mut conn, &cfg.redis.key_prefix)
+        .await
+        .with_context(|| format!("cannot resume: Redis at {}", cfg.redis.url.redacted()))?;
+    if was_paused {
         println!("resumed deliveries on every replica");
     } else {
         println!("deliveries were not paused");
@@ -31,21 +38,39 @@ pub async fn resume(cfg: &Config) -> anyhow::Result<i32> {
     Ok(crate::exit::OK)
 }
 
+/// An endpoint in `status`: the same queue counts, under the same names, as `/status`.
 #[derive(Debug, Serialize)]
 struct EndpointStatus {
     name: String,
-    queued: u64,
-    in_flight: u64,
-    retrying: u64,
-    dead_lettered: u64,
+    #[serde(flatten)]
+    queue: QueueCounts,
+    /// Entries of this endpoint in the dead-letter stream.
+    dlq_entries: u64,
+}
+
+/// A pub/sub channel and its subscribers (every client, the bridge's replicas included).
+#[derive(Debug, Serialize)]
+struct ChannelStatus {
+    channel: String,
+    subscribers: u64,
 }
 
 #[derive(Debug, Serialize)]
 struct SourceStatus {
     name: String,
     kind: SourceKind,
-    /// Subscribers of each channel (pubsub) or items waiting (list) / entries (stream).
-    detail: String,
+    /// Pub/sub: the channels with their subscriber counts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    channels: Vec<ChannelStatus>,
+    /// Pub/sub: the patterns (their subscribers are not visible to `PUBSUB NUMSUB`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    patterns: Vec<String>,
+    /// List or stream: the key read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    /// List: items waiting; stream: entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    length: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,11 +81,22 @@ struct ClusterStatus {
     replicas: Vec<String>,
     sources: Vec<SourceStatus>,
     endpoints: Vec<EndpointStatus>,
-    dlq: u64,
+    dlq_entries: u64,
 }
 
-/// `status [--json]`.
+/// `status [--format json]`.
 pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<i32> {
+    let st = cluster_status(cfg).await.with_context(|| {
+        format!(
+            "cannot read the status: Redis at {}",
+            cfg.redis.url.redacted()
+        )
+    })?;
+    print_status(&st, json)
+}
+
+/// Reads everything `status` shows from Redis.
+async fn cluster_status(cfg: &Config) -> anyhow::Result<ClusterStatus> {
     let mut conn = connect(cfg)?;
     let prefix = &cfg.redis.key_prefix;
     let paused = control::paused(&mut conn, prefix).await?;
@@ -72,7 +108,7 @@ pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<i32> {
         .collect();
     replicas.sort();
     let dlq_key = cfg.redis.key("dlq");
-    let dlq: u64 = redis::cmd("XLEN")
+    let dlq_entries: u64 = redis::cmd("XLEN")
         .arg(&dlq_key)
         .query_async(&mut conn)
         .await?;
@@ -82,83 +118,67 @@ pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<i32> {
 
     let mut endpoints = Vec::new();
     for ep in &cfg.endpoints {
-        let keys = QueueKeys::new(prefix, &ep.name);
-        let (len, retrying): (u64, u64) = redis::pipe()
-            .cmd("XLEN")
-            .arg(&keys.stream)
-            .cmd("ZCARD")
-            .arg(&keys.retry)
-            .query_async(&mut conn)
-            .await?;
-        let pending: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
-            .arg(&keys.stream)
-            .arg(GROUP)
-            .query_async(&mut conn)
-            .await;
-        let in_flight = match pending {
-            Ok(redis::Value::Array(v)) => match v.first() {
-                Some(redis::Value::Int(n)) => *n as u64,
-                _ => 0,
-            },
-            _ => 0,
-        };
         endpoints.push(EndpointStatus {
             name: ep.name.clone(),
-            queued: len.saturating_sub(in_flight),
-            in_flight,
-            retrying,
-            dead_lettered: dead.iter().filter(|d| d.endpoint == ep.name).count() as u64,
+            queue: queue_counts(&mut conn, prefix, &ep.name).await?,
+            dlq_entries: dead.iter().filter(|d| d.endpoint == ep.name).count() as u64,
         });
     }
 
     let mut sources = Vec::new();
     for s in &cfg.sources {
-        let detail = match s.kind {
+        let mut st = SourceStatus {
+            name: s.name.clone(),
+            kind: s.kind,
+            channels: Vec::new(),
+            patterns: Vec::new(),
+            key: None,
+            length: None,
+        };
+        match s.kind {
             SourceKind::Pubsub => {
-                let mut parts = Vec::new();
                 for ch in &s.channels {
                     let r: Vec<(String, u64)> = redis::cmd("PUBSUB")
                         .arg("NUMSUB")
                         .arg(ch)
                         .query_async(&mut conn)
                         .await?;
-                    let n = r.first().map(|x| x.1).unwrap_or(0);
-                    parts.push(format!("{ch}: {n} subscriber(s)"));
+                    st.channels.push(ChannelStatus {
+                        channel: ch.clone(),
+                        subscribers: r.first().map(|x| x.1).unwrap_or(0),
+                    });
                 }
-                for p in &s.patterns {
-                    parts.push(format!("{p}: pattern"));
-                }
-                parts.join(", ")
+                st.patterns = s.patterns.clone();
             }
-            SourceKind::List => {
+            SourceKind::List | SourceKind::Stream => {
                 let key = s.key.clone().unwrap_or_default();
-                let n: u64 = redis::cmd("LLEN").arg(&key).query_async(&mut conn).await?;
-                format!("{key}: {n} item(s) waiting")
+                let cmd = if s.kind == SourceKind::List {
+                    "LLEN"
+                } else {
+                    "XLEN"
+                };
+                st.length = Some(redis::cmd(cmd).arg(&key).query_async(&mut conn).await?);
+                st.key = Some(key);
             }
-            SourceKind::Stream => {
-                let key = s.key.clone().unwrap_or_default();
-                let n: u64 = redis::cmd("XLEN").arg(&key).query_async(&mut conn).await?;
-                format!("{key}: {n} entr(ies)")
-            }
-        };
-        sources.push(SourceStatus {
-            name: s.name.clone(),
-            kind: s.kind,
-            detail,
-        });
+        }
+        sources.push(st);
     }
 
-    let st = ClusterStatus {
+    Ok(ClusterStatus {
         version: crate::VERSION,
         redis: cfg.redis.url.redacted(),
         paused,
         replicas,
         sources,
         endpoints,
-        dlq,
-    };
+        dlq_entries,
+    })
+}
+
+/// Prints `status` as text or JSON.
+fn print_status(st: &ClusterStatus, json: bool) -> anyhow::Result<i32> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        println!("{}", serde_json::to_string_pretty(st)?);
         return Ok(crate::exit::OK);
     }
     println!("redis:      {}", st.redis);
@@ -184,18 +204,42 @@ pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<i32> {
         }
     );
     for s in &st.sources {
-        println!("source {} ({:?}): {}", s.name, s.kind, s.detail);
+        let mut parts: Vec<String> = s
+            .channels
+            .iter()
+            .map(|c| format!("{}: {} subscriber(s)", c.channel, c.subscribers))
+            .collect();
+        parts.extend(s.patterns.iter().map(|p| format!("{p}: pattern")));
+        if let (Some(key), Some(n)) = (&s.key, s.length) {
+            parts.push(match s.kind {
+                SourceKind::List => format!("{key}: {n} item(s) waiting"),
+                _ => format!("{key}: {n} entr(ies)"),
+            });
+        }
+        println!(
+            "source {} ({}): {}",
+            s.name,
+            s.kind.as_str(),
+            parts.join(", ")
+        );
     }
     for e in &st.endpoints {
+        let q = &e.queue;
         println!(
-            "endpoint {}: {} queued, {} taken by replicas (in flight or prefetched), {} waiting to retry, {} dead-lettered",
-            e.name, e.queued, e.in_flight, e.retrying, e.dead_lettered
+            "endpoint {}: {} not delivered ({} waiting, {} taken by replicas (prefetched or in flight), {} scheduled for retry; oldest {}), {} in the dead-letter queue",
+            e.name,
+            q.not_delivered,
+            q.waiting,
+            q.taken,
+            q.retry_scheduled,
+            crate::config::Dur::secs(q.oldest_age_seconds),
+            e.dlq_entries
         );
     }
     println!(
         "dead-letter queue: {} entr{}",
-        st.dlq,
-        if st.dlq == 1 { "y" } else { "ies" }
+        st.dlq_entries,
+        if st.dlq_entries == 1 { "y" } else { "ies" }
     );
     Ok(crate::exit::OK)
 }

@@ -24,13 +24,13 @@ pub async fn run(cfg: Config, cmd: DlqCommand) -> anyhow::Result<i32> {
         DlqCommand::List {
             limit,
             endpoint,
-            json,
+            output,
         } => {
             let entries = dlq
                 .list(limit, endpoint.as_deref())
                 .await
                 .with_context(|| format!("reading {} on {redis}", dlq.key()))?;
-            if json {
+            if output.is_json() {
                 for e in &entries {
                     println!("{}", serde_json::to_string(e)?);
                 }
@@ -66,7 +66,7 @@ pub async fn run(cfg: Config, cmd: DlqCommand) -> anyhow::Result<i32> {
             }
             Ok(crate::exit::OK)
         }
-        DlqCommand::Show { id } => {
+        DlqCommand::Show { id, output } => {
             // The error's own text already carries its Redis cause; as a context chain it
             // would print that cause once per layer.
             let e = dlq
@@ -79,7 +79,24 @@ pub async fn run(cfg: Config, cmd: DlqCommand) -> anyhow::Result<i32> {
             if let Ok(body) = serde_json::from_slice::<serde_json::Value>(&e.body) {
                 v["body"] = body;
             }
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            if output.is_json() {
+                println!("{}", serde_json::to_string(&v)?);
+                return Ok(crate::exit::OK);
+            }
+            // Text: one `field: value` line each, the body last and pretty-printed.
+            let body = v.as_object_mut().and_then(|o| o.remove("body"));
+            if let Some(fields) = v.as_object() {
+                for (k, val) in fields {
+                    match val {
+                        serde_json::Value::String(s) => println!("{k}: {s}"),
+                        serde_json::Value::Null => println!("{k}: -"),
+                        other => println!("{k}: {other}"),
+                    }
+                }
+            }
+            if let Some(body) = body {
+                println!("body:\n{}", serde_json::to_string_pretty(&body)?);
+            }
             Ok(crate::exit::OK)
         }
         DlqCommand::Purge { endpoint, yes } => {

@@ -539,7 +539,7 @@ pub async fn validate(
             .cloned()
             .collect::<Vec<_>>()
             .join(", "),
-        humantime::format_duration(duration)
+        crate::config::Dur(duration)
     );
 
     // Observe: key → (channel, event type) of every message seen.
@@ -581,7 +581,7 @@ pub async fn validate(
     eprintln!(
         "observed {} message(s); waiting up to {} for deliveries to settle …",
         seen.len(),
-        humantime::format_duration(grace)
+        crate::config::Dur(grace)
     );
 
     // Check the ledger, polling until every message is delivered or dead-lettered, or the

@@ -42,13 +42,40 @@ impl Dur {
 
 impl fmt::Debug for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
+        fmt::Display::fmt(self, f)
     }
 }
 
+/// Prints the duration the way config files write it: hours at most (`24h`, not
+/// humantime's `1day`), then `m`, `s`, `ms`, `us`, `ns`, space-separated (`1h 30m`,
+/// `1s 500ms`), `0s` for zero. [`Dur::parse`] reads every such string back.
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_duration(self.0))
+        let secs = self.0.as_secs();
+        let nanos = self.0.subsec_nanos();
+        let parts = [
+            (secs / 3600, "h"),
+            (secs / 60 % 60, "m"),
+            (secs % 60, "s"),
+            (u64::from(nanos / 1_000_000), "ms"),
+            (u64::from(nanos / 1000 % 1000), "us"),
+            (u64::from(nanos % 1000), "ns"),
+        ];
+        let mut first = true;
+        for (n, unit) in parts {
+            if n == 0 {
+                continue;
+            }
+            if !first {
+                f.write_str(" ")?;
+            }
+            write!(f, "{n}{unit}")?;
+            first = false;
+        }
+        if first {
+            f.write_str("0s")?;
+        }
+        Ok(())
     }
 }
 
@@ -101,6 +128,22 @@ mod tests {
         assert_eq!(Dur::parse("1h").unwrap().0, Duration::from_secs(3600));
         assert_eq!(Dur::parse("30").unwrap().0, Duration::from_secs(30));
         assert_eq!(Dur::parse("2.5").unwrap().0, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn prints_durations_as_the_config_writes_them_and_reads_them_back() {
+        for (d, text) in [
+            (Duration::from_secs(24 * 3600), "24h"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(5400), "1h 30m"),
+            (Duration::from_millis(1500), "1s 500ms"),
+            (Duration::from_millis(100), "100ms"),
+            (Duration::ZERO, "0s"),
+            (Duration::from_secs(3 * 24 * 3600 + 1), "72h 1s"),
+        ] {
+            assert_eq!(Dur(d).to_string(), text);
+            assert_eq!(Dur::parse(text).unwrap().0, d, "{text}");
+        }
     }
 
     #[test]

@@ -225,6 +225,9 @@ pub struct RedisConfig {
     /// does).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_files_sha256: Option<String>,
+    /// Cap of the (jittered) wait between attempts to subscribe again after a pub/sub
+    /// connection loss; kept low because every second unsubscribed loses messages.
+    pub resubscribe_max_delay: Dur,
 }
 
 impl RedisConfig {
@@ -244,6 +247,17 @@ pub enum SourceKind {
     List,
     /// A stream read through a consumer group.
     Stream,
+}
+
+impl SourceKind {
+    /// The config spelling: `pubsub`, `list` or `stream`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Pubsub => "pubsub",
+            SourceKind::List => "list",
+            SourceKind::Stream => "stream",
+        }
+    }
 }
 
 /// One `[[sources]]` entry.
@@ -274,6 +288,16 @@ pub enum Durability {
     Memory,
     /// In Redis streams: survives crashes of the bridge.
     Redis,
+}
+
+impl Durability {
+    /// The config spelling: `memory` or `redis`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Memory => "memory",
+            Durability::Redis => "redis",
+        }
+    }
 }
 
 /// `[delivery]`.
@@ -959,6 +983,12 @@ fn validate(
             "must not be empty",
         ));
     }
+    if raw.redis.resubscribe_max_delay.0 < std::time::Duration::from_millis(10) {
+        return Err(ConfigError::invalid(
+            "redis.resubscribe_max_delay",
+            "must be at least 10ms (e.g. \"1s\")",
+        ));
+    }
 
     let sources = validate_sources(raw.sources)?;
 
@@ -1113,6 +1143,7 @@ fn validate(
             tls_cert_file: redis_tls_cert_file,
             tls_key_file: redis_tls_key_file,
             tls_files_sha256: redis_tls.as_ref().map(|t| t.fingerprint()),
+            resubscribe_max_delay: raw.redis.resubscribe_max_delay,
         },
         sources,
         delivery: DeliveryConfig {

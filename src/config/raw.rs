@@ -54,6 +54,8 @@ pub struct RawRedis {
     pub tls_cert_file: Option<String>,
     /// PEM private key of `tls_cert_file`.
     pub tls_key_file: Option<String>,
+    /// Longest wait between two attempts to subscribe again after a pub/sub connection loss.
+    pub resubscribe_max_delay: Dur,
 }
 
 impl Default for RawRedis {
@@ -64,6 +66,7 @@ impl Default for RawRedis {
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
+            resubscribe_max_delay: Dur::secs(1),
         }
     }
 }

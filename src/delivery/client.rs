@@ -266,13 +266,7 @@ fn classify_error(e: &reqwest::Error) -> Outcome {
         }
         src = s.source();
     }
-    let reason = if e.is_timeout() {
-        FailureReason::Timeout
-    } else if e.is_connect() {
-        FailureReason::Connect
-    } else {
-        FailureReason::Request
-    };
+    let reason = error_kind(e);
     // The caller removed the URL from `e` (it may carry a credential in path or query).
     let mut error = e.to_string();
     let mut src = e.source();
@@ -286,6 +280,36 @@ fn classify_error(e: &reqwest::Error) -> Outcome {
         after: None,
         reason,
         error,
+    }
+}
+
+/// What kind of failure a request error is, for logs (`error_kind`) and the failure
+/// metric's `reason`: `timeout`, `dns`, `tls`, `connect`, `body` or `request`.
+fn error_kind(e: &reqwest::Error) -> FailureReason {
+    if e.is_timeout() {
+        return FailureReason::Timeout;
+    }
+    // reqwest and hyper expose no DNS or TLS predicate; their error chains name them.
+    let mut src: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(s) = src {
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return FailureReason::Tls;
+        }
+        let text = s.to_string().to_ascii_lowercase();
+        if text.starts_with("dns error") || text.contains("failed to lookup address") {
+            return FailureReason::Dns;
+        }
+        if text.contains("certificate") || text.contains("tls handshake") {
+            return FailureReason::Tls;
+        }
+        src = s.source();
+    }
+    if e.is_connect() {
+        FailureReason::Connect
+    } else if e.is_body() || e.is_decode() {
+        FailureReason::Body
+    } else {
+        FailureReason::Request
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::queue::{Queue, QueueCounts};
 use crate::telemetry::{FailureReason, metric};
 
 /// The outcome of one HTTP attempt.
@@ -53,9 +54,11 @@ pub struct EndpointState {
     pub name: String,
     /// URL without credentials.
     pub url: String,
-    /// Jobs waiting (ready + scheduled retries).
-    pub queued: AtomicU64,
-    /// Attempts in flight.
+    /// The endpoint's queue, counted for `/status` and the `bridge_queue_*` gauges.
+    queue: std::sync::OnceLock<Queue>,
+    /// The last counts of the queue (what `/status` shows if Redis does not answer).
+    last_counts: Mutex<QueueCounts>,
+    /// Attempts in flight on this replica.
     pub in_flight: AtomicU64,
     /// Deliveries that got a 2xx.
     pub delivered: AtomicU64,
@@ -71,8 +74,50 @@ pub struct EndpointState {
     pub last_error: Mutex<Option<String>>,
     /// 0 closed, 1 open, 2 half-open.
     pub circuit: AtomicU64,
-    /// The `bridge_queue_depth` gauge of this endpoint, looked up once (set after every job).
-    depth_gauge: std::sync::OnceLock<metrics::Gauge>,
+    /// The `bridge_queue_*` gauges of this endpoint, looked up once.
+    gauges: std::sync::OnceLock<QueueGauges>,
+}
+
+/// The queue gauges of one endpoint.
+#[derive(Debug)]
+struct QueueGauges {
+    depth: metrics::Gauge,
+    waiting: metrics::Gauge,
+    taken: metrics::Gauge,
+    retry_scheduled: metrics::Gauge,
+    oldest_age: metrics::Gauge,
+}
+
+impl QueueGauges {
+    fn new(endpoint: &str) -> Self {
+        let jobs = |state: &'static str| metrics::gauge!(metric::QUEUE_JOBS, "endpoint" => endpoint.to_string(), "state" => state);
+        Self {
+            depth: metrics::gauge!(metric::QUEUE_DEPTH, "endpoint" => endpoint.to_string()),
+            waiting: jobs("waiting"),
+            taken: jobs("taken"),
+            retry_scheduled: jobs("retry_scheduled"),
+            oldest_age: metrics::gauge!(metric::QUEUE_OLDEST_AGE, "endpoint" => endpoint.to_string()),
+        }
+    }
+}
+
+/// Registers the queue gauges of `endpoint` (at zero when new, unchanged otherwise), so they
+/// exist from the first scrape.
+pub fn zero_queue_gauges(endpoint: &str) {
+    let g = QueueGauges::new(endpoint);
+    for gauge in [g.depth, g.waiting, g.taken, g.retry_scheduled, g.oldest_age] {
+        gauge.increment(0.0);
+    }
+}
+
+impl QueueGauges {
+    fn set(&self, c: &QueueCounts) {
+        self.depth.set(c.not_delivered as f64);
+        self.waiting.set(c.waiting as f64);
+        self.taken.set(c.taken as f64);
+        self.retry_scheduled.set(c.retry_scheduled as f64);
+        self.oldest_age.set(c.oldest_age_seconds as f64);
+    }
 }
 
 impl EndpointState {
@@ -85,12 +130,26 @@ impl EndpointState {
         }
     }
 
-    /// Records the queue depth (and the `bridge_queue_depth` gauge).
-    pub fn queued_gauge(&self, depth: usize) {
-        self.queued.store(depth as u64, Ordering::Relaxed);
-        self.depth_gauge
-            .get_or_init(|| metrics::gauge!(metric::QUEUE_DEPTH, "endpoint" => self.name.clone()))
-            .set(depth as f64);
+    /// Attaches the endpoint's queue (once; a changed endpoint keeps its queue).
+    pub fn attach_queue(&self, queue: &Queue) {
+        let _ = self.queue.set(queue.clone());
+    }
+
+    /// Counts the queue now and records the counts in the `bridge_queue_*` gauges. When the
+    /// queue cannot be counted (Redis unreachable) the last counts are returned unchanged.
+    pub async fn count_queue(&self) -> QueueCounts {
+        let counted = match self.queue.get() {
+            Some(q) => tokio::time::timeout(std::time::Duration::from_secs(2), q.counts()).await,
+            None => return QueueCounts::default(),
+        };
+        let mut last = self.last_counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(Ok(c)) = counted {
+            *last = c;
+            self.gauges
+                .get_or_init(|| QueueGauges::new(&self.name))
+                .set(&c);
+        }
+        *last
     }
 
     /// Records a dead-lettered delivery.
@@ -104,8 +163,9 @@ impl EndpointState {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
     }
 
-    /// A serialisable snapshot.
-    pub fn snapshot(&self) -> EndpointSnapshot {
+    /// A serialisable snapshot, with the queue counted now.
+    pub async fn snapshot(&self) -> EndpointSnapshot {
+        let queue = self.count_queue().await;
         let last = self.last_success_ms.load(Ordering::Relaxed);
         EndpointSnapshot {
             name: self.name.clone(),
@@ -115,7 +175,7 @@ impl EndpointState {
                 2 => "half-open",
                 _ => "closed",
             },
-            queued: self.queued.load(Ordering::Relaxed),
+            queue,
             in_flight: self.in_flight.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
@@ -145,9 +205,10 @@ pub struct EndpointSnapshot {
     pub url: String,
     /// closed, open or half-open.
     pub circuit: &'static str,
-    /// Jobs waiting.
-    pub queued: u64,
-    /// Attempts in flight.
+    /// Not delivered yet: waiting, taken, scheduled for retry (see [`QueueCounts`]).
+    #[serde(flatten)]
+    pub queue: QueueCounts,
+    /// HTTP attempts in flight on this replica (part of `taken`).
     pub in_flight: u64,
     /// Delivered.
     pub delivered: u64,

@@ -142,7 +142,7 @@ impl Worker {
         let client = EndpointClient::build(&cfg, security)?;
         let name = cfg.name.clone();
         crate::telemetry::endpoint_series(&name);
-        metrics::gauge!(metric::QUEUE_DEPTH, "endpoint" => name.clone()).set(0.0);
+        super::zero_queue_gauges(&name);
         Ok(Self {
             headers,
             client,
@@ -201,7 +201,6 @@ impl Worker {
                 self.queue.release(job);
                 break;
             }
-            self.state.queued_gauge(self.queue.depth());
             let me = self.clone();
             let stop = shutdown.clone();
             tracker.spawn(async move {
@@ -254,6 +253,17 @@ impl Worker {
                         .unwrap_or_default();
                     self.end_to_end.record(e2e.as_secs_f64());
                     tracing::debug!(endpoint = %self.cfg.name, idempotency_key = %job.msg.idempotency_key, attempt = job.attempts, status, "delivered");
+                    if job.attempts > 1 {
+                        // One line for the operator who saw the failed attempts: it went through.
+                        tracing::info!(
+                            endpoint = %self.cfg.name,
+                            idempotency_key = %job.msg.idempotency_key,
+                            attempts = job.attempts,
+                            status,
+                            total_ms = e2e.as_millis() as u64,
+                            "delivered after failed attempts"
+                        );
+                    }
                     self.settled(&job, true).await;
                     return;
                 }
@@ -266,7 +276,8 @@ impl Worker {
                     self.failed(&mut job, status, reason, &error);
                     if !self.policy.may_retry(job.attempts) {
                         let msg = format!("gave up after {} attempts: {error}", job.attempts);
-                        self.dead_letter(&job, &msg).await;
+                        let kind = status.is_none().then_some(reason.as_str());
+                        self.dead_letter(&job, &msg, kind).await;
                         return;
                     }
                     let delay = self
@@ -278,14 +289,14 @@ impl Worker {
                         endpoint = %self.cfg.name,
                         idempotency_key = %job.msg.idempotency_key,
                         attempt = job.attempts,
-                        status = status.unwrap_or(0),
+                        status,
+                        error_kind = status.is_none().then_some(reason.as_str()),
                         error = %error,
                         retry_in_ms = delay.as_millis() as u64,
                         "attempt failed; will retry"
                     );
                     if !self.cfg.ordered {
                         self.queue.retry_in(job, delay, shutdown).await;
-                        self.state.queued_gauge(self.queue.depth());
                         return;
                     }
                     tokio::select! {
@@ -303,7 +314,8 @@ impl Worker {
                     error,
                 } => {
                     self.failed(&mut job, status, reason, &error);
-                    self.dead_letter(&job, &format!("permanent failure: {error}"))
+                    let kind = status.is_none().then_some(reason.as_str());
+                    self.dead_letter(&job, &format!("permanent failure: {error}"), kind)
                         .await;
                     return;
                 }
@@ -320,12 +332,15 @@ impl Worker {
             .increment(1);
     }
 
-    async fn dead_letter(&self, job: &Job, error: &str) {
+    /// Dead-letters a job; `error_kind` names a failure without an HTTP status (connect,
+    /// timeout, …), logged instead of a status.
+    async fn dead_letter(&self, job: &Job, error: &str, error_kind: Option<&str>) {
         tracing::error!(
             endpoint = %self.cfg.name,
             idempotency_key = %job.msg.idempotency_key,
             attempt = job.attempts,
-            status = job.last_status.unwrap_or(0),
+            status = job.last_status,
+            error_kind,
             error = %error,
             "delivery dead-lettered"
         );

@@ -198,6 +198,24 @@ impl MemoryQueue {
         g.ready.len() + g.delayed.len()
     }
 
+    /// Waiting, taken and scheduled jobs, and the oldest receipt time among them.
+    pub fn counts(&self) -> super::QueueCounts {
+        let g = self.lock();
+        let oldest = g
+            .ready
+            .iter()
+            .chain(g.delayed.iter().map(|d| &d.job))
+            .chain(g.taken.values())
+            .map(|j| j.msg.received_at)
+            .min();
+        super::QueueCounts::new(
+            g.ready.len() as u64,
+            g.taken.len() as u64,
+            g.delayed.len() as u64,
+            oldest,
+        )
+    }
+
     /// Jobs pushed and not yet finished.
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Acquire)
@@ -295,5 +313,21 @@ mod taken_tests {
             .map(|j| j.msg.idempotency_key.clone())
             .collect();
         assert_eq!(left, vec![a.msg.idempotency_key.clone()]);
+    }
+
+    #[tokio::test]
+    async fn counts_tell_waiting_taken_and_scheduled_jobs_apart() {
+        let q = MemoryQueue::new(10);
+        for key in ["a", "b", "c", "d"] {
+            q.push(Job::new(Arc::new(Message::for_test(key)))).unwrap();
+        }
+        let a = q.next().await;
+        let _b = q.next().await;
+        q.retry_at(a, Instant::now() + std::time::Duration::from_secs(3600));
+        let c = q.counts();
+        assert_eq!(
+            (c.waiting, c.taken, c.retry_scheduled, c.not_delivered),
+            (2, 1, 1, 4)
+        );
     }
 }

@@ -8,7 +8,9 @@ pub mod memory;
 pub mod redis;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
 
 use crate::ingest::Message;
 
@@ -43,6 +45,54 @@ impl Job {
     }
 }
 
+/// What an endpoint's queue holds that is not delivered yet. One vocabulary for `/status`,
+/// the `status` command and the `bridge_queue_*` metrics, all computed by [`Queue::counts`]
+/// (or, for `status`, by [`redis::queue_counts`], the same query):
+///
+/// - `waiting`: not taken by any replica yet (stuck here while every worker is busy, the
+///   circuit is open or deliveries are paused);
+/// - `taken`: taken by a replica's worker and not settled: prefetched (waiting for a
+///   concurrency slot, the circuit or the pause) or an HTTP attempt in flight;
+/// - `retry_scheduled`: waiting for the due time of a retry;
+/// - `not_delivered`: the sum of the three: everything neither delivered nor dead-lettered;
+/// - `oldest_age_seconds`: seconds since the message at the head of the queue (the first
+///   one waiting or taken, or the next retry due, whichever was received first) was
+///   received; 0 when nothing is queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct QueueCounts {
+    /// Not taken by any replica yet.
+    pub waiting: u64,
+    /// Prefetched or in flight.
+    pub taken: u64,
+    /// Waiting for a retry's due time.
+    pub retry_scheduled: u64,
+    /// `waiting + taken + retry_scheduled`.
+    pub not_delivered: u64,
+    /// Age of the head of the queue, in seconds.
+    pub oldest_age_seconds: u64,
+}
+
+impl QueueCounts {
+    /// Counts from their parts; `oldest` is the receipt time of the head of the queue.
+    pub fn new(waiting: u64, taken: u64, retry_scheduled: u64, oldest: Option<SystemTime>) -> Self {
+        let not_delivered = waiting + taken + retry_scheduled;
+        let oldest_age_seconds = match oldest {
+            Some(t) if not_delivered > 0 => SystemTime::now()
+                .duration_since(t)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            _ => 0,
+        };
+        Self {
+            waiting,
+            taken,
+            retry_scheduled,
+            not_delivered,
+            oldest_age_seconds,
+        }
+    }
+}
+
 /// An endpoint's queue, in memory or in Redis.
 #[derive(Clone)]
 pub enum Queue {
@@ -50,6 +100,15 @@ pub enum Queue {
     Memory(Arc<memory::MemoryQueue>),
     /// `durability = "redis"`.
     Redis(Arc<redis::RedisQueue>),
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Queue::Memory(_) => "Queue::Memory",
+            Queue::Redis(_) => "Queue::Redis",
+        })
+    }
 }
 
 impl Queue {
@@ -74,7 +133,7 @@ impl Queue {
             Queue::Redis(q) => {
                 let mut wait = Duration::from_millis(100);
                 while let Err(e) = q.retry_in(&job, delay).await {
-                    tracing::warn!(idempotency_key = %job.msg.idempotency_key, error = %e, "cannot schedule the retry in Redis; trying again");
+                    tracing::warn!(idempotency_key = %job.msg.idempotency_key, redis = %crate::bridge::redis_address(), error = %e, "cannot schedule the retry in Redis; trying again");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.cancelled() => return,
@@ -102,11 +161,12 @@ impl Queue {
         }
     }
 
-    /// Jobs waiting (ready and scheduled retries, not in flight).
-    pub fn depth(&self) -> usize {
+    /// What the queue holds that is not delivered yet (see [`QueueCounts`]). Memory queues
+    /// count in process; durable queues ask Redis, so their counts cover every replica.
+    pub async fn counts(&self) -> ::redis::RedisResult<QueueCounts> {
         match self {
-            Queue::Memory(q) => q.depth(),
-            Queue::Redis(q) => q.depth() as usize,
+            Queue::Memory(q) => Ok(q.counts()),
+            Queue::Redis(q) => q.counts().await,
         }
     }
 }

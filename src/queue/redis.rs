@@ -17,7 +17,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -391,6 +390,106 @@ end
 return moved
 "#;
 
+/// Counts a queue in one atomic step: `[XLEN, pending, ZCARD, head, next_retry]`, where
+/// `head` and `next_retry` are `["m", <meta>]` (or `["r", <receipt ms>]` for the earlier
+/// formats) of the first stream entry and of the retry due first, or empty. Only the
+/// metadata leaves Redis, never a body. A missing consumer group counts as nothing pending.
+const COUNT_LUA: &str = r#"
+local len = redis.call('XLEN', KEYS[1])
+local retry = redis.call('ZCARD', KEYS[2])
+local pending = 0
+local p = redis.pcall('XPENDING', KEYS[1], ARGV[1])
+if type(p) == 'table' and not p.err and p[1] then pending = p[1] end
+local head = {}
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if first[1] and first[1][2] then
+  local f = first[1][2]
+  for i = 1, #f, 2 do
+    if f[i] == 'm' or f[i] == 'r' then head = {f[i], f[i + 1]} break end
+  end
+end
+local due = {}
+local r = redis.call('ZRANGE', KEYS[2], 0, 0)
+if r[1] then
+  local m = r[1]
+  if string.sub(m, 1, 1) == '{' then
+    local ok, j = pcall(cjson.decode, m)
+    if ok and j.r then due = {'r', tostring(j.r)} end
+  else
+    local n = tonumber(string.match(m, '^(%d+):'))
+    local p = n and (string.find(m, ':', 1, true) + 1 + n)
+    local mn = p and tonumber(string.match(m, '^(%d+):', p))
+    if mn then
+      local q = string.find(m, ':', p, true) + 1
+      due = {'m', string.sub(m, q, q + mn - 1)}
+    end
+  end
+end
+return {len, pending, retry, head, due}
+"#;
+
+/// Counts the queue of `keys` (see [`COUNT_LUA`]).
+async fn counts_with(
+    script: &redis::Script,
+    conn: &mut ConnectionManager,
+    keys: &QueueKeys,
+) -> redis::RedisResult<super::QueueCounts> {
+    let v: Value = script
+        .key(&keys.stream)
+        .key(&keys.retry)
+        .arg(GROUP)
+        .invoke_async(conn)
+        .await?;
+    let items = match v {
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    };
+    let num = |i: usize| items.get(i).and_then(as_u64).unwrap_or(0);
+    let (len, pending, retry) = (num(0), num(1), num(2));
+    let oldest = [items.get(3), items.get(4)]
+        .into_iter()
+        .flatten()
+        .filter_map(received_ms_of)
+        .filter(|ms| *ms > 0)
+        .min()
+        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+    Ok(super::QueueCounts::new(
+        len.saturating_sub(pending),
+        pending,
+        retry,
+        oldest,
+    ))
+}
+
+/// The receipt time (ms) in a `["m", <meta>]` or `["r", <ms>]` pair.
+fn received_ms_of(v: &Value) -> Option<u64> {
+    let Value::Array(pair) = v else { return None };
+    let kind = as_string(pair.first()?)?;
+    let value = as_bytes(pair.get(1)?)?;
+    match kind.as_str() {
+        "m" => {
+            let mut p = MetaParts::new(&value);
+            for _ in 0..4 {
+                p.next_bytes();
+            }
+            std::str::from_utf8(p.next_bytes()).ok()?.parse().ok()
+        }
+        "r" => std::str::from_utf8(&value).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// What the queue of `endpoint` under `key_prefix` holds that is not delivered yet: the same
+/// numbers a running bridge reports (used by the `status` command).
+pub async fn queue_counts(
+    conn: &mut ConnectionManager,
+    key_prefix: &str,
+    endpoint: &str,
+) -> redis::RedisResult<super::QueueCounts> {
+    let keys = QueueKeys::new(key_prefix, endpoint);
+    counts_with(&redis::Script::new(COUNT_LUA), conn, &keys).await
+}
+
 /// A retry-set member for `job`: `<n>:<entry id><n>:<meta><body>`. The entry id keeps the
 /// member unique even if the same job is scheduled twice.
 pub fn retry_member(job: &Job) -> Vec<u8> {
@@ -419,9 +518,8 @@ pub struct RedisQueue {
     prefetch_rx: Mutex<mpsc::Receiver<Job>>,
     ack_tx: mpsc::UnboundedSender<Ack>,
     ack_rx: Mutex<Option<mpsc::UnboundedReceiver<Ack>>>,
-    depth: AtomicU64,
-    pending: AtomicU64,
     mover: redis::Script,
+    counter: redis::Script,
 }
 
 impl RedisQueue {
@@ -437,9 +535,8 @@ impl RedisQueue {
             prefetch_rx: Mutex::new(prefetch_rx),
             ack_tx,
             ack_rx: Mutex::new(Some(ack_rx)),
-            depth: AtomicU64::new(0),
-            pending: AtomicU64::new(0),
             mover: redis::Script::new(MOVE_LUA),
+            counter: redis::Script::new(COUNT_LUA),
         }
     }
 
@@ -530,9 +627,10 @@ impl RedisQueue {
         pipe.query_async::<()>(&mut conn).await
     }
 
-    /// Jobs waiting (not in flight): stream entries not yet read plus scheduled retries.
-    pub fn depth(&self) -> u64 {
-        self.depth.load(Ordering::Relaxed)
+    /// What the queue holds that is not delivered yet, across every replica.
+    pub async fn counts(&self) -> redis::RedisResult<super::QueueCounts> {
+        let mut conn = self.conn.clone();
+        counts_with(&self.counter, &mut conn, &self.keys).await
     }
 
     async fn read_loop(self: Arc<Self>, mut conn: ConnectionManager, shutdown: CancellationToken) {
@@ -570,7 +668,7 @@ impl RedisQueue {
                         tracing::warn!(stream = %self.keys.stream, "consumer group missing (Redis restarted without persistence?); recreating");
                         let _ = self.ensure_group().await;
                     } else {
-                        tracing::warn!(stream = %self.keys.stream, error = %e, "reading the queue failed; retrying");
+                        tracing::warn!(stream = %self.keys.stream, redis = %crate::bridge::redis_address(), error = %e, "reading the queue failed; retrying");
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
                             _ = shutdown.cancelled() => break,
@@ -682,37 +780,14 @@ impl RedisQueue {
         }
     }
 
+    /// Trims the delivery ledger every minute until `shutdown`.
     async fn depth_loop(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut tick = Ticker::new(Duration::from_secs(1), &shutdown);
-        let mut ticks = 0u64;
+        let mut tick = Ticker::new(Duration::from_secs(60), &shutdown);
         while tick.tick().await {
-            ticks += 1;
-            if ticks % 60 == 1 {
-                let mut pipe = redis::pipe();
-                self.keys.ledger.trim_into(&mut pipe, now_ms());
-                let mut conn = self.conn.clone();
-                let _: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
-            }
+            let mut pipe = redis::pipe();
+            self.keys.ledger.trim_into(&mut pipe, now_ms());
             let mut conn = self.conn.clone();
-            let r: redis::RedisResult<(u64, u64, Value)> = redis::pipe()
-                .cmd("XLEN")
-                .arg(&self.keys.stream)
-                .cmd("ZCARD")
-                .arg(&self.keys.retry)
-                .cmd("XPENDING")
-                .arg(&self.keys.stream)
-                .arg(GROUP)
-                .query_async(&mut conn)
-                .await;
-            if let Ok((len, retries, summary)) = r {
-                let pending = match &summary {
-                    Value::Array(v) => v.first().and_then(as_u64).unwrap_or(0),
-                    _ => 0,
-                };
-                self.pending.store(pending, Ordering::Relaxed);
-                self.depth
-                    .store(len.saturating_sub(pending) + retries, Ordering::Relaxed);
-            }
+            let _: redis::RedisResult<()> = pipe.query_async(&mut conn).await;
         }
     }
 
@@ -789,7 +864,7 @@ impl RedisQueue {
                 Err(e) => {
                     // Keep them: an unacknowledged entry would be delivered again after a
                     // restart; retrying the ack avoids that duplicate.
-                    tracing::warn!(stream = %self.keys.stream, error = %e, pending_acks = batch.len(), "acknowledging failed; retrying");
+                    tracing::warn!(stream = %self.keys.stream, redis = %crate::bridge::redis_address(), error = %e, pending_acks = batch.len(), "acknowledging failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     if stopping {
                         // Give up after a few tries at shutdown; the entries will be redelivered.
@@ -1288,5 +1363,17 @@ mod tests {
         let back = job_from_meta("9-9".into(), &meta, p.0.to_vec());
         assert_same(&back, &job.msg);
         assert_eq!((back.attempts, back.last_status), (4, Some(500)));
+    }
+
+    #[test]
+    fn the_receipt_time_is_read_from_a_meta_or_an_earlier_format_time() {
+        let msg = tricky();
+        let mut meta = Vec::new();
+        encode_meta(&mut meta, &msg, 2, Some(503), Some("boom"));
+        let pair = Value::Array(vec![bulk(b"m"), bulk(&meta)]);
+        assert_eq!(received_ms_of(&pair), Some(1_700_000_000_123));
+        let old = Value::Array(vec![bulk(b"r"), bulk(b"1700000000999")]);
+        assert_eq!(received_ms_of(&old), Some(1_700_000_000_999));
+        assert_eq!(received_ms_of(&Value::Array(vec![])), None);
     }
 }

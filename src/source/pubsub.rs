@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use backon::BackoffBuilder;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -23,17 +22,21 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 /// How long a PING may take before the connection is declared dead.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Runs the source until `shutdown`: subscribe, forward, and on any loss reconnect with
-/// exponential backoff (100 ms … 5 s, jittered).
+/// The first wait before subscribing again.
+const FIRST_DELAY: Duration = Duration::from_millis(100);
+
+/// Runs the source until `shutdown`: subscribe, forward, and on any loss subscribe again with
+/// exponential backoff from 100 ms, jittered within `max_delay` (`redis.resubscribe_max_delay`).
 pub async fn run(
     redis_url: RedisUrl,
+    max_delay: Duration,
     cfg: SourceConfig,
     state: Arc<SourceState>,
     out: mpsc::Sender<Received>,
     shutdown: CancellationToken,
 ) {
     let name: Arc<str> = Arc::from(cfg.name.as_str());
-    let mut backoff = reconnect_backoff();
+    let mut backoff = ResubscribeBackoff::new(max_delay);
     let mut down_since: Option<Instant> = None;
     loop {
         if shutdown.is_cancelled() {
@@ -50,7 +53,7 @@ pub async fn run(
                 } else {
                     tracing::info!(source = %name, channels = ?cfg.channels, patterns = ?cfg.patterns, "subscribed");
                 }
-                backoff = reconnect_backoff();
+                backoff = ResubscribeBackoff::new(max_delay);
                 state.connected.store(true, Ordering::Relaxed);
                 let end = forward(pubsub, &name, &cfg, &state, &out, &shutdown).await;
                 state.connected.store(false, Ordering::Relaxed);
@@ -60,7 +63,7 @@ pub async fn run(
                         state.disconnects.fetch_add(1, Ordering::Relaxed);
                         metrics::counter!(metric::SOURCE_DISCONNECTS, "source" => name.to_string())
                             .increment(1);
-                        tracing::error!(source = %name, error = %reason, "lost the Redis subscription; reconnecting");
+                        tracing::error!(source = %name, redis = %redis_url.redacted(), error = %reason, "lost the Redis subscription; reconnecting");
                         down_since = Some(Instant::now());
                     }
                 }
@@ -69,7 +72,7 @@ pub async fn run(
                 if down_since.is_none() {
                     down_since = Some(Instant::now());
                 }
-                let wait = backoff.next().unwrap_or(Duration::from_secs(5));
+                let wait = backoff.next_delay(rand::random::<f64>());
                 tracing::warn!(
                     source = %name,
                     redis = %redis_url.redacted(),
@@ -87,13 +90,30 @@ pub async fn run(
     tracing::info!(source = %name, "source stopped");
 }
 
-fn reconnect_backoff() -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
+/// The waits between attempts to subscribe again: the base doubles from 100 ms up to the cap,
+/// and each wait is drawn from the upper half of its base ("equal jitter"), so replicas do not
+/// retry in lockstep and no wait ever exceeds the cap. Written here rather than with `backon`
+/// (used for delivery retries) because backon's jitter adds on top of the capped delay.
+#[derive(Debug, Clone)]
+struct ResubscribeBackoff {
+    base: Duration,
+    cap: Duration,
+}
+
+impl ResubscribeBackoff {
+    fn new(cap: Duration) -> Self {
+        Self {
+            base: FIRST_DELAY.min(cap),
+            cap,
+        }
+    }
+
+    /// The next wait; `unit` in [0, 1) picks where within the jitter range.
+    fn next_delay(&mut self, unit: f64) -> Duration {
+        let base = self.base.min(self.cap);
+        self.base = (self.base * 2).min(self.cap);
+        base.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0)).min(self.cap)
+    }
 }
 
 async fn subscribe(url: &RedisUrl, cfg: &SourceConfig) -> redis::RedisResult<redis::aio::PubSub> {
@@ -160,5 +180,39 @@ async fn forward(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resubscribe_waits_never_exceed_the_cap_whatever_the_jitter() {
+        for cap_ms in [10, 100, 250, 1000, 5000] {
+            let cap = Duration::from_millis(cap_ms);
+            for unit in [0.0, 0.3, 0.5, 0.999, 1.0] {
+                let mut b = ResubscribeBackoff::new(cap);
+                for _ in 0..50 {
+                    let d = b.next_delay(unit);
+                    assert!(d <= cap, "{d:?} > cap {cap:?} (unit {unit})");
+                    assert!(!d.is_zero());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn resubscribe_waits_double_from_100ms_up_to_the_default_one_second_cap() {
+        let mut b = ResubscribeBackoff::new(Duration::from_secs(1));
+        let top: Vec<u64> = (0..6)
+            .map(|_| b.next_delay(1.0).as_millis() as u64)
+            .collect();
+        assert_eq!(top, vec![100, 200, 400, 800, 1000, 1000]);
+        let mut b = ResubscribeBackoff::new(Duration::from_secs(1));
+        let low: Vec<u64> = (0..6)
+            .map(|_| b.next_delay(0.0).as_millis() as u64)
+            .collect();
+        assert_eq!(low, vec![50, 100, 200, 400, 500, 500]);
     }
 }
