@@ -35,6 +35,8 @@ pub mod metric {
     pub const QUEUE_DEPTH: &str = "bridge_queue_depth";
     /// Gauge: entries in the dead-letter stream.
     pub const DLQ_DEPTH: &str = "bridge_dlq_depth";
+    /// Counter{limit}: dead-letter entries removed by `[dlq] max_entries` / `max_age`.
+    pub const DLQ_TRIMMED: &str = "bridge_dlq_trimmed_total";
     /// Counter{source}: lost subscriptions.
     pub const SOURCE_DISCONNECTS: &str = "bridge_source_disconnects_total";
     /// Counter{result}: config reloads.
@@ -55,6 +57,7 @@ pub mod metric {
         REPUBLISHED,
         QUEUE_DEPTH,
         DLQ_DEPTH,
+        DLQ_TRIMMED,
         SOURCE_DISCONNECTS,
         CONFIG_RELOADS,
         LEGACY_SUBSCRIBERS,
@@ -163,6 +166,10 @@ fn describe() {
     describe_counter!(metric::REPUBLISHED, "Messages republished in dual mode");
     describe_gauge!(metric::QUEUE_DEPTH, "Delivery jobs waiting per endpoint");
     describe_gauge!(metric::DLQ_DEPTH, "Entries in the dead-letter stream");
+    describe_counter!(
+        metric::DLQ_TRIMMED,
+        "Dead-letter entries removed by the retention limits"
+    );
     describe_counter!(metric::SOURCE_DISCONNECTS, "Lost Redis subscriptions");
     describe_counter!(metric::CONFIG_RELOADS, "Config reloads by result");
     describe_gauge!(
