@@ -640,3 +640,49 @@ async fn dlq_retention_trims_the_oldest_entries_and_counts_them() {
         "age is applied first: the old entries count as trimmed for their age"
     );
 }
+
+/// Settings that would turn a defence off are refused by `check-config` (exit 78) naming the
+/// key, and a configured admin token is shown as `***`.
+#[test]
+fn limits_that_would_turn_a_defence_off_are_refused_and_the_admin_token_is_hidden() {
+    let check = |extra: &str, envs: &[(&str, &str)]| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        let toml = format!(
+            "{extra}\n[[endpoints]]\nname = \"site\"\nurl = \"https://example.com/hook\"\nsecrets = [\"literal-secret\"]\n"
+        );
+        std::fs::write(&path, toml).expect("write config");
+        run_cli(
+            &["--config", path.to_str().expect("UTF-8"), "check-config"],
+            envs,
+        )
+    };
+    for (extra, key) in [
+        ("[security]\nmax_json_depth = 0", "security.max_json_depth"),
+        ("[admin]\nmax_connections = 0", "admin.max_connections"),
+        (
+            "[admin]\nheader_read_timeout = \"0s\"",
+            "admin.header_read_timeout",
+        ),
+        (
+            "[admin]\nbody_read_timeout = \"0s\"",
+            "admin.body_read_timeout",
+        ),
+        ("[admin]\nprotect_metrics = true", "admin.protect_metrics"),
+    ] {
+        let out = check(extra, &[]);
+        assert_eq!(out.status.code(), Some(78), "{extra}: {}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(key),
+            "{extra}: names {key}: {}",
+            show(&out)
+        );
+    }
+    let token = "admin-token-canary-9876543210";
+    let out = check(
+        "[admin]\ntoken = \"env:HARDENING_ADMIN_TOKEN\"\nprotect_metrics = true",
+        &[("HARDENING_ADMIN_TOKEN", token)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(!show(&out).contains(token), "{}", show(&out));
+}
