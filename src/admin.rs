@@ -1,17 +1,26 @@
 //! The admin HTTP server: `/healthz`, `/readyz`, `/metrics`, `/status`.
+//!
+//! Read-only: every route answers `GET` and changes nothing. `/status` names endpoints and
+//! their last errors, so it can require a bearer token (`[admin] token`); `/metrics` too
+//! with `protect_metrics`. `/healthz` and `/readyz` stay open for probes. What each endpoint
+//! reveals is listed in docs/SECURITY.md.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
+use subtle::ConstantTimeEq as _;
+
+use crate::config::Secret;
 use crate::control::PauseInfo;
 use crate::delivery::{EndpointSnapshot, EndpointState};
 use crate::source::SourceState;
@@ -47,14 +56,56 @@ struct StatusJson<'a> {
     endpoints: Vec<EndpointSnapshot>,
 }
 
+/// Who may read the protected admin endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// The bearer token `/status` requires; everything is open when `None`.
+    pub token: Option<Secret>,
+    /// `/metrics` requires the token too.
+    pub protect_metrics: bool,
+}
+
 /// The admin router.
-pub fn router(status: Arc<Status>) -> Router {
-    Router::new()
+pub fn router(status: Arc<Status>, access: Access) -> Router {
+    let access = Arc::new(access);
+    let mut protected = Router::new().route("/status", get(status_json));
+    let mut open = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/status", get(status_json))
-        .with_state(status)
+        .route("/readyz", get(readyz));
+    if access.protect_metrics {
+        protected = protected.route("/metrics", get(metrics));
+    } else {
+        open = open.route("/metrics", get(metrics));
+    }
+    let protected = protected.route_layer(middleware::from_fn_with_state(access, require_token));
+    open.merge(protected).with_state(status)
+}
+
+/// Lets a request through when no token is configured or it carries
+/// `Authorization: Bearer <token>`; otherwise `401` with `WWW-Authenticate: Bearer`.
+async fn require_token(
+    State(access): State<Arc<Access>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &access.token else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    // Constant time: the comparison takes as long whatever prefix of the token is right.
+    if bool::from(presented.ct_eq(token.expose())) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "unauthorized: this endpoint needs Authorization: Bearer <admin.token>\n",
+    )
+        .into_response()
 }
 
 async fn readyz(State(s): State<Arc<Status>>) -> Response {

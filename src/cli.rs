@@ -241,6 +241,16 @@ pub struct ReceiveArgs {
     /// Exit after accepting N distinct events.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+    /// Close a connection whose request headers have not arrived within this (also the idle
+    /// time allowed between requests on a kept-alive connection).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+    /// Fail a request whose body has not arrived within this after its headers.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: std::time::Duration,
+    /// Serve at most N connections at once; more wait to be accepted.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_connections: usize,
 }
 
 /// Flags of `sign`.

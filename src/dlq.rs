@@ -2,6 +2,12 @@
 //! bridge gave up on (and every message it could not ingest), with enough context to
 //! understand and replay it. With `[fallback]` enabled, each dead-lettered body is also
 //! written to the fallback target so legacy Redis consumers still get it.
+//!
+//! Bounded: a body larger than `security.max_payload_bytes` (never deliverable) is stored as
+//! its first `[dlq] oversized_body_prefix_bytes` bytes plus its full size and SHA-256, so the
+//! original can be found without the stream holding it; and every write trims the stream to
+//! `[dlq] max_entries` and `max_age` (counted in `bridge_dlq_trimmed_total`). Listing reads
+//! the stream in pages, so memory does not grow with its length.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +16,9 @@ use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::config::{Config, FallbackConfig, TargetKind};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::{Config, DlqConfig, FallbackConfig, TargetKind};
 use crate::telemetry::metric;
 
 /// Where in the pipeline a message was given up on.
@@ -62,6 +70,28 @@ pub struct DeadLetter {
     pub received_at_ms: u64,
     /// When it was dead-lettered (unix ms).
     pub failed_at_ms: u64,
+    /// Set when `body` is only the leading bytes of an oversized body.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Truncated>,
+}
+
+/// What identifies an oversized body of which only a prefix is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Truncated {
+    /// Size of the whole body, in bytes.
+    pub body_size: u64,
+    /// Lowercase hex SHA-256 of the whole body.
+    pub body_sha256: String,
+}
+
+impl Truncated {
+    /// Size and digest of `body`.
+    pub fn of(body: &[u8]) -> Self {
+        Self {
+            body_size: body.len() as u64,
+            body_sha256: hex::encode(Sha256::digest(body)),
+        }
+    }
 }
 
 fn body_as_text<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
@@ -97,7 +127,12 @@ pub struct Dlq {
     conn: ConnectionManager,
     key: String,
     fallback: Option<FallbackConfig>,
+    retention: DlqConfig,
+    max_payload_bytes: usize,
 }
+
+/// Entries read per `XRANGE` while listing: a page holds at most this many bodies.
+const PAGE: usize = 32;
 
 impl Dlq {
     /// A handle for `cfg`'s dead-letter stream over `conn`.
@@ -106,7 +141,23 @@ impl Dlq {
             conn,
             key: cfg.redis.key("dlq"),
             fallback: cfg.fallback.enabled.then(|| cfg.fallback.clone()),
+            retention: cfg.dlq.clone(),
+            max_payload_bytes: cfg.security.max_payload_bytes,
         }
+    }
+
+    /// The body to store for `dl`: the whole body, or — when it is larger than
+    /// `security.max_payload_bytes` and so could never be delivered — its first
+    /// `oversized_body_prefix_bytes` bytes (a slice, not a copy) with its size and digest.
+    fn stored_body(&self, dl: &DeadLetter) -> (Bytes, Option<Truncated>) {
+        if dl.truncated.is_some() || dl.body.len() <= self.max_payload_bytes {
+            return (dl.body.clone(), dl.truncated.clone());
+        }
+        let keep = dl
+            .body
+            .len()
+            .min(self.retention.oversized_body_prefix_bytes);
+        (dl.body.slice(..keep), Some(Truncated::of(&dl.body)))
     }
 
     /// The stream key.
@@ -114,12 +165,15 @@ impl Dlq {
         &self.key
     }
 
-    /// Writes one entry (and the fallback copy) in one MULTI/EXEC; returns the entry id.
+    /// Writes one entry (and the fallback copy) and trims the stream to the retention limits,
+    /// in one MULTI/EXEC; returns the entry id.
     pub async fn add(&self, dl: &DeadLetter) -> Result<String, DlqError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let status = dl.last_status.map(|s| s.to_string()).unwrap_or_default();
-        pipe.cmd("XADD")
+        let (body, truncated) = self.stored_body(dl);
+        let xadd = pipe
+            .cmd("XADD")
             .arg(&self.key)
             .arg("*")
             .arg("endpoint")
@@ -135,7 +189,7 @@ impl Dlq {
             .arg("channel")
             .arg(&dl.channel)
             .arg("body")
-            .arg(dl.body.as_ref())
+            .arg(body.as_ref())
             .arg("attempts")
             .arg(dl.attempts)
             .arg("last_status")
@@ -146,6 +200,31 @@ impl Dlq {
             .arg(dl.received_at_ms)
             .arg("failed_at_ms")
             .arg(dl.failed_at_ms);
+        if let Some(t) = &truncated {
+            xadd.arg("body_size")
+                .arg(t.body_size)
+                .arg("body_sha256")
+                .arg(&t.body_sha256);
+        }
+        // Exact trimming (no `~`): the limits are what the operator configured, and the count
+        // XTRIM returns feeds the trimmed-entries metric.
+        // Age first, so an entry removed for its age is counted as such.
+        let by_age = !self.retention.max_age.0.is_zero();
+        if by_age {
+            let cutoff = unix_ms(SystemTime::now())
+                .saturating_sub(self.retention.max_age.0.as_millis() as u64);
+            pipe.cmd("XTRIM")
+                .arg(&self.key)
+                .arg("MINID")
+                .arg(format!("{cutoff}-0"));
+        }
+        let by_count = self.retention.max_entries > 0;
+        if by_count {
+            pipe.cmd("XTRIM")
+                .arg(&self.key)
+                .arg("MAXLEN")
+                .arg(self.retention.max_entries);
+        }
         if let Some(fb) = &self.fallback {
             match fb.target.kind {
                 TargetKind::List => {
@@ -173,8 +252,25 @@ impl Dlq {
             }
         }
         let mut conn = self.conn.clone();
-        let (id,): (String,) = pipe.query_async(&mut conn).await?;
+        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let mut replies = replies.into_iter();
+        let id: String = redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))
+            .map_err(redis::RedisError::from)?;
         metrics::gauge!(metric::DLQ_DEPTH).increment(1.0);
+        for (on, limit) in [(by_age, "max_age"), (by_count, "max_entries")] {
+            if !on {
+                continue;
+            }
+            let trimmed: u64 = replies
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or(0);
+            if trimmed > 0 {
+                metrics::counter!(metric::DLQ_TRIMMED, "limit" => limit).increment(trimmed);
+                metrics::gauge!(metric::DLQ_DEPTH).decrement(trimmed as f64);
+                tracing::warn!(trimmed, limit = %format!("dlq.{limit}"), "oldest dead-letter entries trimmed");
+            }
+        }
         Ok(id)
     }
 
@@ -230,32 +326,48 @@ impl Dlq {
         endpoint: Option<&str>,
     ) -> Result<Vec<DeadLetter>, DlqError> {
         let mut out = Vec::new();
+        self.for_each(limit, endpoint, |dl| out.push(dl)).await?;
+        Ok(out)
+    }
+
+    /// Hands up to `limit` entries to `each`, oldest first, optionally only those of
+    /// `endpoint`, reading [`PAGE`] entries at a time: at most one page is in memory.
+    /// Returns how many were handed over.
+    pub async fn for_each(
+        &self,
+        limit: usize,
+        endpoint: Option<&str>,
+        mut each: impl FnMut(DeadLetter),
+    ) -> Result<usize, DlqError> {
+        let mut handed = 0;
         let mut start = "-".to_string();
         let mut conn = self.conn.clone();
-        loop {
+        while handed < limit {
             let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
                 .arg(&self.key)
                 .arg(&start)
                 .arg("+")
                 .arg("COUNT")
-                .arg(500)
+                .arg(PAGE)
                 .query_async(&mut conn)
                 .await?;
             let n = page.ids.len();
             for entry in page.ids {
                 start = format!("({}", entry.id);
-                let dl = from_entry(entry.id, &entry.map);
+                let dl = from_entry(entry.id, entry.map);
                 if endpoint.is_none_or(|e| dl.endpoint == e) {
-                    out.push(dl);
-                    if out.len() >= limit {
-                        return Ok(out);
+                    each(dl);
+                    handed += 1;
+                    if handed >= limit {
+                        break;
                     }
                 }
             }
-            if n < 500 {
-                return Ok(out);
+            if n < PAGE {
+                break;
             }
         }
+        Ok(handed)
     }
 
     /// One entry by id.
@@ -270,7 +382,7 @@ impl Dlq {
         page.ids
             .into_iter()
             .next()
-            .map(|e| from_entry(e.id, &e.map))
+            .map(|e| from_entry(e.id, e.map))
             .ok_or_else(|| DlqError::NotFound(id.to_string()))
     }
 
@@ -290,16 +402,21 @@ impl Dlq {
     }
 }
 
-fn from_entry(id: String, map: &HashMap<String, redis::Value>) -> DeadLetter {
+fn from_entry(id: String, mut map: HashMap<String, redis::Value>) -> DeadLetter {
+    // Taken out of the map, so the body's bytes move instead of being copied.
+    let body = map
+        .remove("body")
+        .and_then(|v| redis::from_redis_value::<Vec<u8>>(v).ok())
+        .unwrap_or_default();
     let s = |k: &str| -> String {
         map.get(k)
             .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
             .unwrap_or_default()
     };
-    let body = map
-        .get("body")
-        .and_then(|v| redis::from_redis_value_ref::<Vec<u8>>(v).ok())
-        .unwrap_or_default();
+    let truncated = s("body_size").parse().ok().map(|body_size| Truncated {
+        body_size,
+        body_sha256: s("body_sha256"),
+    });
     let stage = if s("stage") == "ingest" {
         Stage::Ingest
     } else {
@@ -319,5 +436,6 @@ fn from_entry(id: String, map: &HashMap<String, redis::Value>) -> DeadLetter {
         error: s("error"),
         received_at_ms: s("received_at_ms").parse().unwrap_or(0),
         failed_at_ms: s("failed_at_ms").parse().unwrap_or(0),
+        truncated,
     }
 }

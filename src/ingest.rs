@@ -1,10 +1,11 @@
 //! Ingest: from a [`Received`] message to one [`Job`] per matching endpoint.
 //!
-//! For each message: enforce `max_payload_bytes`, require JSON, unwrap the registry's
-//! envelope when asked, compute the idempotency key and event type, drop repeats of a key
-//! seen within `dedupe_window` (one pipelined `SET NX PX` per batch), and fan out to the
-//! endpoints whose `channels` and `event_types` match. Anything that cannot be ingested goes
-//! to the dead-letter stream with the reason; nothing is dropped silently.
+//! For each message: enforce `max_payload_bytes`, require JSON (UTF-8 throughout, nesting at
+//! most `max_json_depth` deep), unwrap the registry's envelope when asked, compute the
+//! idempotency key and event type, drop repeats of a key seen within `dedupe_window` (one
+//! pipelined `SET NX PX` per batch), and fan out to the endpoints whose `channels` and
+//! `event_types` match. Anything that cannot be ingested goes to the dead-letter stream with
+//! the reason; nothing is dropped silently.
 
 use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
@@ -78,6 +79,67 @@ pub enum IngestError {
     /// `unwrap_envelope` is on but the message is not an envelope.
     #[error("not a registry envelope: {0}")]
     NotEnvelope(&'static str),
+    /// Bytes that are not UTF-8 (JSON text is UTF-8 throughout, strings included).
+    #[error("payload is not valid JSON: invalid UTF-8 at byte {offset}")]
+    InvalidUtf8 {
+        /// Offset of the first byte that is not valid UTF-8.
+        offset: usize,
+    },
+    /// Arrays and objects nested deeper than `security.max_json_depth`.
+    #[error(
+        "payload nests arrays/objects deeper than security.max_json_depth {max} (at byte {offset})"
+    )]
+    TooDeep {
+        /// The limit.
+        max: usize,
+        /// Offset of the bracket that went over it.
+        offset: usize,
+    },
+}
+
+/// Checks what [`parse`] does not: that the whole body is UTF-8 and that arrays and objects
+/// nest at most `max_depth` deep. Run it before [`parse`] on every message from outside.
+///
+/// Why by hand: serde_json checks neither in what it skips — a value held as a `RawValue`
+/// or read as `IgnoredAny` may carry invalid UTF-8 inside a string and any nesting depth,
+/// and its fixed recursion limit (128) applies only to values it builds. One pass over the
+/// bytes, no allocation: `std::str::from_utf8` for the encoding, then a bracket count that
+/// skips string contents (a multi-byte UTF-8 sequence never contains an ASCII byte, so `"`,
+/// `\`, `[` and `{` are found reliably). JSON syntax itself is left to serde_json in
+/// [`parse`].
+pub fn validate(body: &[u8], max_depth: usize) -> Result<(), IngestError> {
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(IngestError::InvalidUtf8 {
+            offset: e.valid_up_to(),
+        });
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (offset, &b) in body.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(IngestError::TooDeep {
+                        max: max_depth,
+                        offset,
+                    });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The parts of a message ingest needs.
@@ -318,6 +380,8 @@ pub struct IngestSettings {
     pub key_fields: Vec<String>,
     /// `security.max_payload_bytes`.
     pub max_payload_bytes: usize,
+    /// `security.max_json_depth`.
+    pub max_json_depth: usize,
     /// `delivery.dedupe_window`.
     pub dedupe_window: Duration,
     /// `<key_prefix>:seen:` — prefix of de-duplication keys.
@@ -450,13 +514,22 @@ impl Ingest {
                 }
             }
             for r in batch.drain(..) {
-                match parse(
-                    &r.body,
-                    &r.channel,
-                    r.unwrap_envelope,
-                    &self.settings.key_fields,
-                    self.settings.max_payload_bytes,
-                ) {
+                let parsed = if r.body.len() > self.settings.max_payload_bytes {
+                    // `parse` reports it as too large without reading it.
+                    Ok(())
+                } else {
+                    validate(&r.body, self.settings.max_json_depth)
+                }
+                .and_then(|()| {
+                    parse(
+                        &r.body,
+                        &r.channel,
+                        r.unwrap_envelope,
+                        &self.settings.key_fields,
+                        self.settings.max_payload_bytes,
+                    )
+                });
+                match parsed {
                     Ok(p) => {
                         raws.push(r.body);
                         msgs.push(Arc::new(Message {
@@ -687,6 +760,7 @@ impl Ingest {
             error: e.to_string(),
             received_at_ms: unix_ms(r.received_at),
             failed_at_ms: unix_ms(now),
+            truncated: None,
         };
         self.dlq.add_reliably(&dl, Duration::from_secs(30)).await;
     }
@@ -708,6 +782,7 @@ pub fn dead_letter(job: &Job, endpoint: &str, stage: Stage, error: &str) -> Dead
         error: error.to_string(),
         received_at_ms: unix_ms(job.msg.received_at),
         failed_at_ms: unix_ms(SystemTime::now()),
+        truncated: None,
     }
 }
 
@@ -929,5 +1004,38 @@ mod tests {
             p.idempotency_key,
             Uuid::new_v5(&Uuid::NAMESPACE_DNS, b"m:t:r:3").to_string()
         );
+    }
+
+    #[test]
+    fn invalid_utf8_inside_a_string_is_refused_though_serde_would_skip_it() {
+        let body: &[u8] = b"{\"model_id\":\"m\xff\xfe\",\"event_type\":\"x\"}";
+        // What let it through before: serde_json skips the string without checking it.
+        assert!(serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok());
+        let e = validate(body, 128).unwrap_err();
+        assert_eq!(e, IngestError::InvalidUtf8 { offset: 14 });
+        assert!(e.to_string().contains("invalid UTF-8 at byte 14"), "{e}");
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_refused_and_strings_do_not_count() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(validate(deep(128).as_bytes(), 128), Ok(()));
+        assert_eq!(
+            validate(deep(129).as_bytes(), 128),
+            Err(IngestError::TooDeep {
+                max: 128,
+                offset: 128
+            })
+        );
+        let e = validate(deep(100_000).as_bytes(), 128).unwrap_err();
+        assert!(e.to_string().contains("security.max_json_depth 128"), "{e}");
+        // Brackets and escaped quotes inside strings are text, not structure.
+        let body = br#"{"a":"[[[{{{\"[[[","b":[{"c":"]]]"}]}"#;
+        assert_eq!(validate(body, 3), Ok(()));
+        assert!(validate(body, 2).is_err());
+        // The registry's message passes.
+        let f = fixtures();
+        let msg = f["envelope"]["body"].as_str().unwrap();
+        assert_eq!(validate(msg.as_bytes(), 128), Ok(()));
     }
 }

@@ -25,6 +25,8 @@
 //! - [`dlq`]: the dead-letter stream in Redis (and the fallback copy).
 //! - [`control`]: the cluster-wide pause flag and the legacy-subscriber check.
 //! - [`admin`]: the axum router for `/healthz`, `/readyz`, `/metrics` and `/status`.
+//! - [`http_server`]: serving the admin router and `receive` with timeouts and a connection
+//!   cap.
 //! - [`telemetry`]: log subscriber (json/text, reloadable level), metric names and the
 //!   Prometheus registry, CloudWatch EMF lines, OTLP trace export and `traceparent`.
 //! - [`shutdown`]: one cancellation signal for every task and a drain with a deadline.
@@ -42,6 +44,7 @@ pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod dlq;
+pub mod http_server;
 pub mod ingest;
 pub mod key_render;
 pub mod queue;

@@ -40,6 +40,8 @@ pub mod metric {
     pub const QUEUE_OLDEST_AGE: &str = "bridge_queue_oldest_age_seconds";
     /// Gauge: entries in the dead-letter stream.
     pub const DLQ_DEPTH: &str = "bridge_dlq_depth";
+    /// Counter{limit}: dead-letter entries removed by `[dlq] max_entries` / `max_age`.
+    pub const DLQ_TRIMMED: &str = "bridge_dlq_trimmed_total";
     /// Counter{source}: lost subscriptions.
     pub const SOURCE_DISCONNECTS: &str = "bridge_source_disconnects_total";
     /// Counter{result}: config reloads.
@@ -62,6 +64,7 @@ pub mod metric {
         QUEUE_JOBS,
         QUEUE_OLDEST_AGE,
         DLQ_DEPTH,
+        DLQ_TRIMMED,
         SOURCE_DISCONNECTS,
         CONFIG_RELOADS,
         LEGACY_SUBSCRIBERS,
@@ -252,6 +255,9 @@ pub fn process_series(cfg: &crate::config::Config) {
         metrics::counter!(metric::REPUBLISHED, "target" => t.label()).increment(0);
     }
     metrics::counter!(metric::DUPLICATES_DROPPED).increment(0);
+    for limit in ["max_entries", "max_age"] {
+        metrics::counter!(metric::DLQ_TRIMMED, "limit" => limit).increment(0);
+    }
     metrics::gauge!(metric::DLQ_DEPTH).increment(0.0);
     for result in ["success", "failure"] {
         metrics::counter!(metric::CONFIG_RELOADS, "result" => result).increment(0);
@@ -372,6 +378,10 @@ fn describe() {
         "Seconds since the message at the head of the endpoint's queue was received"
     );
     describe_gauge!(metric::DLQ_DEPTH, "Entries in the dead-letter stream");
+    describe_counter!(
+        metric::DLQ_TRIMMED,
+        "Dead-letter entries removed by the retention limits"
+    );
     describe_counter!(metric::SOURCE_DISCONNECTS, "Lost Redis subscriptions");
     describe_counter!(metric::CONFIG_RELOADS, "Config reloads by result");
     describe_gauge!(

@@ -6,8 +6,9 @@
 //! captures the signed requests. The Python and Node.js blocks of the doc are then run with
 //! `python3` / `node`, with a small harness appended that feeds them requests and prints each
 //! answer; the Rust block must equal the `rust_snippet` module below, which is compiled and
-//! run here. Tampered bodies, wrong secrets, stale timestamps and replayed nonces must be
-//! rejected, repeats answered as duplicates, and the doc's test vectors accepted.
+//! run here. Tampered bodies, wrong secrets, stale timestamps, replayed nonces and nonces that
+//! are not canonical UUIDs (bytes moved from the body into the nonce) must be rejected,
+//! repeats answered as duplicates, and the doc's test vectors accepted.
 
 mod common;
 
@@ -244,6 +245,21 @@ fn cases(c: &Captures) -> Vec<Case> {
         b[i] = b'4';
         b
     };
+    // Signed with nonce N over body B1 + B2, sent as nonce `N.B1` with body B2: the MAC sees
+    // the same bytes, so only the nonce's form can reject it.
+    let moved_nonce = {
+        let (b1, b2) = v2.body.split_at(12);
+        let nonce = format!(
+            "{}.{}",
+            v2.header("x-hokusai-nonce"),
+            std::str::from_utf8(b1).expect("ASCII JSON")
+        );
+        v2.with_header("x-hokusai-nonce", &nonce).with_body(b2)
+    };
+    let uppercase_nonce = v2.with_header(
+        "x-hokusai-nonce",
+        &v2.header("x-hokusai-nonce").to_ascii_uppercase(),
+    );
     let f = common::fixtures();
     let vector = &f["hokusai_v2"];
     let text = |v: &Value, k: &str| v[k].as_str().expect("fixture string").to_string();
@@ -309,6 +325,15 @@ fn cases(c: &Captures) -> Vec<Case> {
             ],
         },
         Case {
+            what: "hokusai-v2: body bytes moved into the nonce, an uppercase nonce",
+            secrets: vec![s(V2_SECRET)],
+            requests: vec![
+                (moved_nonce, None, 401, ""),
+                (uppercase_nonce, None, 401, ""),
+                (v2.clone(), None, 200, "accepted"),
+            ],
+        },
+        Case {
             what: "hokusai-v2: any of several secrets",
             secrets: vec![s(WRONG), s(V2_SECRET)],
             requests: vec![(v2.clone(), None, 200, "accepted")],
@@ -365,14 +390,15 @@ fn cases(c: &Captures) -> Vec<Case> {
             requests: vec![
                 (v2_vector.clone(), Some(vector_ts), 200, "accepted"),
                 (
-                    v2_vector.with_header("x-hokusai-nonce", "another-nonce"),
+                    v2_vector
+                        .with_header("x-hokusai-nonce", "0b0e7a4c-5f1d-4c2e-9a3b-6d7e8f901234"),
                     Some(vector_ts),
                     401,
                     "",
                 ),
                 (
                     v2_vector
-                        .with_header("x-hokusai-nonce", "n2")
+                        .with_header("x-hokusai-nonce", "1b0e7a4c-5f1d-4c2e-9a3b-6d7e8f901234")
                         .with_header("x-hokusai-signature", &flipped),
                     Some(vector_ts),
                     401,
@@ -380,7 +406,7 @@ fn cases(c: &Captures) -> Vec<Case> {
                 ),
                 (
                     v2_vector
-                        .with_header("x-hokusai-nonce", "n3")
+                        .with_header("x-hokusai-nonce", "2b0e7a4c-5f1d-4c2e-9a3b-6d7e8f901234")
                         .with_header("x-hokusai-signature", &truncated),
                     Some(vector_ts),
                     401,
@@ -388,7 +414,7 @@ fn cases(c: &Captures) -> Vec<Case> {
                 ),
                 (
                     v2_vector
-                        .with_header("x-hokusai-nonce", "n4")
+                        .with_header("x-hokusai-nonce", "3b0e7a4c-5f1d-4c2e-9a3b-6d7e8f901234")
                         .with_header("x-hokusai-signature", "sha256="),
                     Some(vector_ts),
                     401,
@@ -647,6 +673,20 @@ async fn the_rust_snippet_is_this_tested_code_and_verifies_real_requests() {
     );
     let tampered = rust_snippet::verify_request(&c.v2.http_headers(), b"{}", &secrets);
     assert_eq!(tampered.unwrap_err(), VerifyError::NoMatch);
+    let (b1, b2) = c.v2.body.split_at(12);
+    let moved = c.v2.with_header(
+        "x-hokusai-nonce",
+        &format!(
+            "{}.{}",
+            c.v2.header("x-hokusai-nonce"),
+            std::str::from_utf8(b1).expect("ASCII JSON")
+        ),
+    );
+    let forged = rust_snippet::verify_request(&moved.http_headers(), b2, &secrets);
+    assert!(
+        matches!(forged, Err(VerifyError::Malformed("x-hokusai-nonce", _))),
+        "bytes moved from the body into the nonce are refused: {forged:?}"
+    );
 
     let old = rust_snippet::load_secrets(&[V2_OLD]);
     rust_snippet::verify_request(&c.v2_rotation.http_headers(), &c.v2_rotation.body, &old)

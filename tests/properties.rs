@@ -58,7 +58,8 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec(any::<u8>(), 0..2048),
         0i64..100_000_000_000,
         -(TOLERANCE as i64)..=(TOLERANCE as i64),
-        "[A-Za-z0-9-]{1,40}",
+        // Verifiers accept only a canonical UUID as a hokusai-v2 nonce.
+        "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
         "[A-Za-z0-9_.:-]{1,60}",
     )
         .prop_map(

@@ -192,14 +192,17 @@ pub async fn run(
     tracing::info!(listen = %cfg.admin.listen, "admin server listening");
     let admin_stop = shutdown.token.clone();
     let admin_status = status.clone();
+    let access = admin::Access {
+        token: cfg.admin.token.clone(),
+        protect_metrics: cfg.admin.protect_metrics,
+    };
+    let admin_limits = cfg.admin.limits;
     let admin_task = tokio::spawn(async move {
-        let app = admin::router(admin_status);
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { admin_stop.cancelled().await })
-            .await
-        {
-            tracing::error!(error = %e, "admin server failed");
-        }
+        let app = admin::router(admin_status, access);
+        crate::http_server::serve(listener, app, admin_limits, async move {
+            admin_stop.cancelled().await
+        })
+        .await;
     });
 
     // Workers before sources, so that nothing ingest queues waits for a consumer.
@@ -232,6 +235,7 @@ pub async fn run(
         settings: IngestSettings {
             key_fields: cfg.delivery.idempotency_key_fields.clone(),
             max_payload_bytes: cfg.security.max_payload_bytes,
+            max_json_depth: cfg.security.max_json_depth,
             dedupe_window: cfg.delivery.dedupe_window.0,
             seen_prefix: cfg.redis.key("seen:"),
             durable,
@@ -399,8 +403,21 @@ async fn reload(
     if !same(&current.security, &new.security) {
         restart.push("security");
     }
+    if !same(&current.dlq, &new.dlq) {
+        restart.push("dlq");
+    }
     if current.admin.listen != new.admin.listen {
         restart.push("admin.listen");
+    }
+    let same_token = match (&current.admin.token, &new.admin.token) {
+        (Some(a), Some(b)) => a.expose() == b.expose(),
+        (a, b) => a.is_none() && b.is_none(),
+    };
+    if !same_token
+        || !same(&current.admin.limits, &new.admin.limits)
+        || current.admin.protect_metrics != new.admin.protect_metrics
+    {
+        restart.push("admin");
     }
     if !same(&current.republish, &new.republish) || !same(&current.fallback, &new.fallback) {
         restart.push("republish/fallback");
@@ -419,6 +436,7 @@ async fn reload(
     kept.sources = current.sources.clone();
     kept.delivery = current.delivery.clone();
     kept.security = current.security.clone();
+    kept.dlq = current.dlq.clone();
     kept.admin = current.admin.clone();
     kept.republish = current.republish.clone();
     kept.fallback = current.fallback.clone();

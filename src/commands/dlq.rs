@@ -26,43 +26,52 @@ pub async fn run(cfg: Config, cmd: DlqCommand) -> anyhow::Result<i32> {
             endpoint,
             output,
         } => {
-            let entries = dlq
-                .list(limit, endpoint.as_deref())
+            // Printed as read, page by page: memory does not grow with the stream.
+            if output.is_json() {
+                let mut failed = None;
+                dlq.for_each(
+                    limit,
+                    endpoint.as_deref(),
+                    |e| match serde_json::to_string(&e) {
+                        Ok(line) => println!("{line}"),
+                        Err(err) => {
+                            failed.get_or_insert(err);
+                        }
+                    },
+                )
                 .await
                 .with_context(|| format!("reading {} on {redis}", dlq.key()))?;
-            if output.is_json() {
-                for e in &entries {
-                    println!("{}", serde_json::to_string(e)?);
+                if let Some(err) = failed {
+                    return Err(err.into());
                 }
             } else {
                 println!(
                     "{:<17} {:<16} {:<8} {:<36} {:>4} {:>6}  {:<24}  error",
                     "id", "endpoint", "stage", "idempotency_key", "att", "status", "failed_at"
                 );
-                for e in &entries {
-                    println!(
-                        "{:<17} {:<16} {:<8} {:<36} {:>4} {:>6}  {:<24}  {}",
-                        e.id,
-                        if e.endpoint.is_empty() {
-                            "-"
-                        } else {
-                            &e.endpoint
-                        },
-                        stage(e.stage),
-                        e.idempotency_key,
-                        e.attempts,
-                        e.last_status
-                            .map(|s| s.to_string())
-                            .unwrap_or_else(|| "-".into()),
-                        rfc3339(e.failed_at_ms),
-                        e.error.chars().take(120).collect::<String>()
-                    );
-                }
-                eprintln!(
-                    "{} entr{} shown",
-                    entries.len(),
-                    if entries.len() == 1 { "y" } else { "ies" }
-                );
+                let shown = dlq
+                    .for_each(limit, endpoint.as_deref(), |e| {
+                        println!(
+                            "{:<17} {:<16} {:<8} {:<36} {:>4} {:>6}  {:<24}  {}",
+                            e.id,
+                            if e.endpoint.is_empty() {
+                                "-"
+                            } else {
+                                &e.endpoint
+                            },
+                            stage(e.stage),
+                            e.idempotency_key,
+                            e.attempts,
+                            e.last_status
+                                .map(|s| s.to_string())
+                                .unwrap_or_else(|| "-".into()),
+                            rfc3339(e.failed_at_ms),
+                            e.error.chars().take(120).collect::<String>()
+                        );
+                    })
+                    .await
+                    .with_context(|| format!("reading {} on {redis}", dlq.key()))?;
+                eprintln!("{shown} entr{} shown", if shown == 1 { "y" } else { "ies" });
             }
             Ok(crate::exit::OK)
         }
@@ -104,8 +113,9 @@ pub async fn run(cfg: Config, cmd: DlqCommand) -> anyhow::Result<i32> {
                 eprintln!("dlq purge deletes entries for good; add --yes to confirm");
                 return Ok(crate::exit::USAGE);
             }
-            let entries = dlq.list(usize::MAX, endpoint.as_deref()).await?;
-            let ids: Vec<String> = entries.into_iter().map(|e| e.id).collect();
+            let mut ids = Vec::new();
+            dlq.for_each(usize::MAX, endpoint.as_deref(), |e| ids.push(e.id))
+                .await?;
             let mut n = 0;
             for chunk in ids.chunks(500) {
                 n += dlq.delete(chunk).await?;
@@ -193,6 +203,7 @@ async fn replay(
     let ingest_settings = crate::ingest::IngestSettings {
         key_fields: cfg.delivery.idempotency_key_fields.clone(),
         max_payload_bytes: cfg.security.max_payload_bytes,
+        max_json_depth: cfg.security.max_json_depth,
         dedupe_window: cfg.delivery.dedupe_window.0,
         seen_prefix: cfg.redis.key("seen:"),
         durable: false,

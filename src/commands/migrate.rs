@@ -477,7 +477,7 @@ async fn observe_stream(
         let n = page.len();
         for (id, fields) in page {
             if let Some(fields) = fields {
-                let body = crate::source::stream::body_of(&fields);
+                let body = crate::source::stream::body_of(fields);
                 observed.record(cfg, &body, key, source.unwrap_envelope);
             }
             start = format!("({id}");

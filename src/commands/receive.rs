@@ -66,6 +66,14 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<i32> {
     };
     let secrets = resolve_secrets(&references)?;
     let drill = Drill::from_args(&args)?;
+    let limits = crate::http_server::ServerLimits {
+        header_read_timeout: args.header_read_timeout,
+        body_read_timeout: args.body_read_timeout,
+        max_connections: args.max_connections,
+    };
+    if let Err((key, why)) = limits.check() {
+        anyhow::bail!("--{} {why}", key.replace('_', "-"));
+    }
 
     let receiver = Arc::new(Receiver {
         secrets,
@@ -105,10 +113,13 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<i32> {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Arc::clone(&receiver));
     let stop = Arc::clone(&receiver);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { signals.wait(&stop).await })
-        .await
-        .context("receive: the HTTP server failed")?;
+    crate::http_server::serve(
+        listener,
+        app,
+        limits,
+        async move { signals.wait(&stop).await },
+    )
+    .await;
     Ok(crate::exit::OK)
 }
 

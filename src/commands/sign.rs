@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt as _;
 
 use crate::cli::SignArgs;
 use crate::config::Secret;
-use crate::delivery::signing::Signer;
+use crate::delivery::signing::{Signer, is_canonical_nonce};
 
 /// Runs `sign`; exit code 0.
 pub async fn run(args: SignArgs) -> anyhow::Result<i32> {
@@ -23,6 +23,14 @@ pub async fn run(args: SignArgs) -> anyhow::Result<i32> {
     let nonce = args
         .nonce
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // Receivers refuse any other nonce (see `is_canonical_nonce`), so signing one would only
+    // produce a request that never verifies.
+    if args.scheme == crate::cli::Scheme::HokusaiV2 && !is_canonical_nonce(&nonce) {
+        anyhow::bail!(
+            "--nonce must be a canonical UUID (lowercase hex, hyphenated 8-4-4-4-12), \
+             the only form receivers accept"
+        );
+    }
     let id = args.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
 
     let mut headers = Vec::with_capacity(3);

@@ -105,6 +105,8 @@ pub struct Config {
     pub republish: RepublishConfig,
     /// `[fallback]`.
     pub fallback: FallbackConfig,
+    /// `[dlq]`.
+    pub dlq: DlqConfig,
     /// `[security]`.
     pub security: SecurityConfig,
     /// `[admin]`.
@@ -596,6 +598,18 @@ pub struct FallbackConfig {
     pub target: TargetConfig,
 }
 
+/// `[dlq]`: how much the dead-letter stream keeps.
+#[derive(Debug, Clone, Serialize)]
+pub struct DlqConfig {
+    /// Most entries kept; the oldest are trimmed beyond it. 0: no limit.
+    pub max_entries: u64,
+    /// Entries older than this are trimmed. 0: no limit.
+    pub max_age: Dur,
+    /// Of a body larger than `security.max_payload_bytes`, only this many leading bytes are
+    /// stored (with the full size and SHA-256).
+    pub oversized_body_prefix_bytes: usize,
+}
+
 /// `[security]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct SecurityConfig {
@@ -605,6 +619,8 @@ pub struct SecurityConfig {
     pub allow_private_networks: bool,
     /// Larger messages are dead-lettered.
     pub max_payload_bytes: usize,
+    /// Messages whose arrays/objects nest deeper are dead-lettered.
+    pub max_json_depth: usize,
 }
 
 /// `[admin]`.
@@ -612,6 +628,13 @@ pub struct SecurityConfig {
 pub struct AdminConfig {
     /// Listen address of the admin server.
     pub listen: SocketAddr,
+    /// Bearer token `/status` requires (and `/metrics` too with `protect_metrics`); open when
+    /// unset.
+    pub token: Option<Secret>,
+    /// `/metrics` also requires the token.
+    pub protect_metrics: bool,
+    /// Timeouts and the connection cap of the admin server.
+    pub limits: crate::http_server::ServerLimits,
 }
 
 /// Log output format.
@@ -1018,10 +1041,17 @@ fn validate(
         allow_http: raw.security.allow_http,
         allow_private_networks: raw.security.allow_private_networks,
         max_payload_bytes: raw.security.max_payload_bytes,
+        max_json_depth: raw.security.max_json_depth,
     };
     if security.max_payload_bytes == 0 {
         return Err(ConfigError::invalid(
             "security.max_payload_bytes",
+            "must be greater than 0",
+        ));
+    }
+    if security.max_json_depth == 0 {
+        return Err(ConfigError::invalid(
+            "security.max_json_depth",
             "must be greater than 0",
         ));
     }
@@ -1123,6 +1153,20 @@ fn validate(
     let listen: SocketAddr = raw.admin.listen.parse().map_err(|_| {
         ConfigError::invalid("admin.listen", "not an address such as 127.0.0.1:9132")
     })?;
+    if raw.admin.protect_metrics && raw.admin.token.is_none() {
+        return Err(ConfigError::invalid(
+            "admin.protect_metrics",
+            "needs admin.token (the token /metrics would require)",
+        ));
+    }
+    let limits = crate::http_server::ServerLimits {
+        header_read_timeout: raw.admin.header_read_timeout.0,
+        body_read_timeout: raw.admin.body_read_timeout.0,
+        max_connections: raw.admin.max_connections,
+    };
+    limits
+        .check()
+        .map_err(|(key, why)| ConfigError::invalid(format!("admin.{key}"), why))?;
     let format = match raw.log.format.as_str() {
         "json" => LogFormat::Json,
         "text" => LogFormat::Text,
@@ -1158,8 +1202,18 @@ fn validate(
             enabled: raw.fallback.enabled,
             target: fallback_target,
         },
+        dlq: DlqConfig {
+            max_entries: raw.dlq.max_entries,
+            max_age: raw.dlq.max_age,
+            oversized_body_prefix_bytes: raw.dlq.oversized_body_prefix_bytes,
+        },
         security,
-        admin: AdminConfig { listen },
+        admin: AdminConfig {
+            listen,
+            token: raw.admin.token,
+            protect_metrics: raw.admin.protect_metrics,
+            limits,
+        },
         log: LogConfig {
             format,
             level: raw.log.level,

@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub endpoints: Vec<RawEndpoint>,
     pub republish: RawRepublish,
     pub fallback: RawFallback,
+    pub dlq: RawDlq,
     pub security: RawSecurity,
     pub admin: RawAdmin,
     pub log: RawLog,
@@ -181,6 +182,25 @@ impl Default for RawFallback {
     }
 }
 
+/// `[dlq]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDlq {
+    pub max_entries: u64,
+    pub max_age: Dur,
+    pub oversized_body_prefix_bytes: usize,
+}
+
+impl Default for RawDlq {
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            max_age: Dur::secs(30 * 24 * 3600),
+            oversized_body_prefix_bytes: 64 * 1024,
+        }
+    }
+}
+
 /// `[security]`.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -188,6 +208,7 @@ pub struct RawSecurity {
     pub allow_http: bool,
     pub allow_private_networks: bool,
     pub max_payload_bytes: usize,
+    pub max_json_depth: usize,
 }
 
 impl Default for RawSecurity {
@@ -196,6 +217,7 @@ impl Default for RawSecurity {
             allow_http: false,
             allow_private_networks: false,
             max_payload_bytes: 1024 * 1024,
+            max_json_depth: 128,
         }
     }
 }
@@ -205,12 +227,22 @@ impl Default for RawSecurity {
 #[serde(deny_unknown_fields, default)]
 pub struct RawAdmin {
     pub listen: String,
+    pub token: Option<Secret>,
+    pub protect_metrics: bool,
+    pub header_read_timeout: Dur,
+    pub body_read_timeout: Dur,
+    pub max_connections: usize,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9132".into(),
+            token: None,
+            protect_metrics: false,
+            header_read_timeout: Dur(crate::http_server::DEFAULT_HEADER_READ_TIMEOUT),
+            body_read_timeout: Dur(crate::http_server::DEFAULT_BODY_READ_TIMEOUT),
+            max_connections: crate::http_server::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

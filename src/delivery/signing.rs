@@ -514,6 +514,21 @@ fn find_matching_secret(
     Err(VerifyError::NoMatch)
 }
 
+/// Whether `nonce` is a UUID in the canonical text form the bridge sends: 36 characters,
+/// lowercase hex digits in groups of 8-4-4-4-12 separated by `-`. Uppercase, braces, `urn:`
+/// prefixes and the simple (unhyphenated) form are refused, so exactly one spelling of a nonce
+/// verifies and a nonce can never contain the `.` that separates the signed parts.
+///
+/// Written by hand rather than with `uuid::Uuid::try_parse`, which accepts every one of those
+/// other spellings.
+pub fn is_canonical_nonce(nonce: &str) -> bool {
+    nonce.len() == 36
+        && nonce.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_digit() || (b'a'..=b'f').contains(&b),
+        })
+}
+
 /// Verifies `body` against `headers` with any of `secrets`.
 ///
 /// `scheme = None` detects it: `webhook-signature` present → standard-webhooks; else
@@ -524,7 +539,8 @@ fn find_matching_secret(
 ///
 /// Accepts when any listed signature matches any secret (constant-time comparison). Rejects
 /// empty signatures and entries, truncated or non-hex/non-base64 digests, unsupported
-/// prefixes or versions, and any header the scheme uses appearing more than once.
+/// prefixes or versions, a hokusai-v2 nonce that is not a canonical UUID
+/// ([`is_canonical_nonce`]), and any header the scheme uses appearing more than once.
 pub fn verify(
     scheme: Option<Scheme>,
     headers: &HeaderMap,
@@ -577,6 +593,15 @@ pub fn verify(
     let timestamp = parse_timestamp(ts_text)?;
     if id.is_empty() {
         return Err(VerifyError::Malformed(id_header, "is empty"));
+    }
+    // The MAC covers `<ts>.<nonce>.<body>` with nothing marking where the nonce ends, so a
+    // nonce that may contain `.` lets bytes move between nonce and body under the same
+    // signature. Only the exact form the bridge sends is accepted.
+    if v2 && !is_canonical_nonce(id) {
+        return Err(VerifyError::Malformed(
+            id_header,
+            "is not a canonical UUID (lowercase hex, hyphenated 8-4-4-4-12)",
+        ));
     }
     let candidates = if v2 {
         parse_hokusai_signatures(signature)?
@@ -655,6 +680,9 @@ mod tests {
     }
 
     const NOW: i64 = 1_764_342_000;
+    /// Canonical nonces, as the bridge sends them.
+    const NONCE_1: &str = "0b0e7a4c-5f1d-4c2e-9a3b-6d7e8f901234";
+    const NONCE_2: &str = "7c9d1e2f-3a4b-4c5d-8e6f-a0b1c2d3e4f5";
     const BODY: &[u8] = br#"{"model_id":"m","event_type":"model_ready"}"#;
 
     /// standard-webhooks headers for `BODY` at `NOW`, id `msg_1`, with the first secret.
@@ -677,7 +705,7 @@ mod tests {
             false,
             body,
             ts,
-            "nonce-1",
+            NONCE_1,
             "unused",
         ))
     }
@@ -825,7 +853,7 @@ mod tests {
     #[test]
     fn signs_with_every_secret_during_rotation() {
         let secrets = [secret("new-secret"), secret("old-secret")];
-        let out = sign(Scheme::HokusaiV2, &secrets, true, BODY, NOW, "n", "");
+        let out = sign(Scheme::HokusaiV2, &secrets, true, BODY, NOW, NONCE_1, "");
         let signature = value_of(&out, HEADER_SIGNATURE);
         let entries: Vec<&str> = signature.split(',').collect();
         assert_eq!(entries.len(), 2);
@@ -882,7 +910,7 @@ mod tests {
             Scheme::HokusaiLegacy,
             Scheme::StandardWebhooks,
         ] {
-            let headers = header_map(&sign(scheme, &both, true, BODY, NOW, "n", "msg_1"));
+            let headers = header_map(&sign(scheme, &both, true, BODY, NOW, NONCE_1, "msg_1"));
             let old_only = [secret("old-secret")];
             let verified = verify(None, &headers, BODY, &old_only, NOW, 300).unwrap();
             assert_eq!(verified.scheme, scheme);
@@ -911,7 +939,7 @@ mod tests {
                 false,
                 BODY,
                 NOW,
-                "n",
+                NONCE_1,
                 "msg_1",
             ));
             let result = verify(None, &headers, BODY, &[secret("wrong")], NOW, 300);
@@ -927,7 +955,7 @@ mod tests {
             Scheme::StandardWebhooks,
         ] {
             let secrets = [secret("s3cret")];
-            let headers = header_map(&sign(scheme, &secrets, false, BODY, NOW, "n", "msg_1"));
+            let headers = header_map(&sign(scheme, &secrets, false, BODY, NOW, NONCE_1, "msg_1"));
             let tampered = br#"{"model_id":"m","event_type":"model_ready" }"#;
             let result = verify(None, &headers, tampered, &secrets, NOW, 300);
             assert_eq!(result, Err(VerifyError::NoMatch), "{scheme:?}");
@@ -938,7 +966,7 @@ mod tests {
     fn rejects_a_tampered_nonce_or_id() {
         let secrets = [secret("s3cret")];
         let mut headers = v2_headers(&secrets, BODY, NOW);
-        headers.insert(HEADER_NONCE, HeaderValue::from_static("nonce-2"));
+        headers.insert(HEADER_NONCE, HeaderValue::from_static(NONCE_2));
         assert_eq!(
             verify(None, &headers, BODY, &secrets, NOW, 300),
             Err(VerifyError::NoMatch)
@@ -1038,7 +1066,7 @@ mod tests {
     fn rejects_an_empty_signature_header() {
         let secrets = [secret("s3cret")];
         for scheme in [Scheme::HokusaiV2, Scheme::HokusaiLegacy] {
-            let mut headers = header_map(&sign(scheme, &secrets, false, BODY, NOW, "n", ""));
+            let mut headers = header_map(&sign(scheme, &secrets, false, BODY, NOW, NONCE_1, ""));
             headers.insert(HEADER_SIGNATURE, HeaderValue::from_static(""));
             assert_eq!(
                 verify(Some(scheme), &headers, BODY, &secrets, NOW, 300),
@@ -1190,7 +1218,7 @@ mod tests {
             Scheme::HokusaiLegacy,
             Scheme::StandardWebhooks,
         ] {
-            let headers = header_map(&sign(scheme, &secrets, false, BODY, NOW, "n", "msg_1"));
+            let headers = header_map(&sign(scheme, &secrets, false, BODY, NOW, NONCE_1, "msg_1"));
             assert_eq!(
                 verify(None, &headers, BODY, &secrets, NOW, 300)
                     .unwrap()
@@ -1317,6 +1345,60 @@ mod tests {
         ] {
             let json = serde_json::to_string(&scheme).unwrap();
             assert_eq!(json, format!("\"{}\"", scheme_name(scheme)));
+        }
+    }
+
+    #[test]
+    fn rejects_bytes_moved_from_the_body_into_the_nonce() {
+        // Signed with nonce N over body B1 + B2; the forgery sends nonce `N.B1` and body B2,
+        // which feeds the MAC exactly the same bytes.
+        let secrets = [secret("s3cret")];
+        let (b1, b2) = BODY.split_at(10);
+        let signed = sign(Scheme::HokusaiV2, &secrets, false, BODY, NOW, NONCE_1, "");
+        let mut forged = header_map(&signed);
+        let moved = format!("{NONCE_1}.{}", std::str::from_utf8(b1).unwrap());
+        forged.insert(HEADER_NONCE, HeaderValue::from_str(&moved).unwrap());
+        assert_eq!(
+            verify(None, &forged, b2, &secrets, NOW, 300),
+            Err(VerifyError::Malformed(
+                HEADER_NONCE,
+                "is not a canonical UUID (lowercase hex, hyphenated 8-4-4-4-12)"
+            ))
+        );
+        // The genuine request still verifies.
+        assert!(verify(None, &header_map(&signed), BODY, &secrets, NOW, 300).is_ok());
+    }
+
+    #[test]
+    fn accepts_only_the_canonical_lowercase_uuid_as_a_nonce() {
+        assert!(is_canonical_nonce(NONCE_1));
+        assert!(is_canonical_nonce(&uuid::Uuid::new_v4().to_string()));
+        for bad in [
+            "",
+            "n",
+            "0B0E7A4C-5F1D-4C2E-9A3B-6D7E8F901234",
+            "0b0e7a4c5f1d4c2e9a3b6d7e8f901234",
+            "{0b0e7a4c-5f1d-4c2e-9a3b-6d7e8f901234}",
+            "urn:uuid:0b0e7a4c-5f1d-4c2e-9a3b-6d7e8f901234",
+            "0b0e7a4c-5f1d-4c2e-9a3b-6d7e8f90123.",
+            "0b0e7a4c.5f1d-4c2e-9a3b-6d7e8f901234",
+            "0b0e7a4c-5f1d-4c2e-9a3b-6d7e8f901234.x",
+            "0b0e7a4c-5f1d-4c2e-9a3b-6d7e8f90123g",
+        ] {
+            assert!(!is_canonical_nonce(bad), "{bad:?}");
+            // A request signed with such a nonce is refused before any MAC is computed.
+            let secrets = [secret("s3cret")];
+            let mut headers = v2_headers(&secrets, BODY, NOW);
+            if let Ok(value) = HeaderValue::from_str(bad) {
+                headers.insert(HEADER_NONCE, value);
+                assert!(
+                    matches!(
+                        verify(None, &headers, BODY, &secrets, NOW, 300),
+                        Err(VerifyError::Malformed(HEADER_NONCE, _))
+                    ),
+                    "{bad:?}"
+                );
+            }
         }
     }
 }

@@ -27,17 +27,17 @@ use crate::telemetry::metric;
 const BODY_FIELDS: &[&str] = &["body", "payload", "data", "message", "json"];
 const CLAIM_EVERY: Duration = Duration::from_secs(1);
 
-/// The body of a source stream entry (see the module docs).
-pub fn body_of(fields: &Fields) -> Vec<u8> {
+/// The body of a source stream entry (see the module docs). Takes the fields by value so the
+/// body's bytes move out of the reply instead of being copied (a large entry would otherwise
+/// be in memory twice).
+pub fn body_of(mut fields: Fields) -> Vec<u8> {
     for f in BODY_FIELDS {
-        if let Some(v) = fields.get(*f) {
-            return v.clone();
+        if let Some(v) = fields.remove(*f) {
+            return v;
         }
     }
-    if fields.len() == 1
-        && let Some(v) = fields.values().next()
-    {
-        return v.clone();
+    if fields.len() == 1 {
+        return fields.into_values().next().unwrap_or_default();
     }
     let obj: BTreeMap<&str, String> = fields
         .iter()
@@ -68,7 +68,7 @@ pub async fn run(
             .as_str(),
     );
     let received = metrics::counter!(metric::MESSAGES_RECEIVED, "source" => name.to_string());
-    let make = |id: String, fields: &Fields| Received {
+    let make = |id: String, fields: Fields| Received {
         source: name.clone(),
         channel: key.to_string(),
         body: Bytes::from(body_of(fields)),
@@ -116,7 +116,7 @@ pub async fn run(
                 &replica_prefix,
                 |id, fields| {
                     let tx = tx.clone();
-                    let r = fields.map(|f| make(id, &f));
+                    let r = fields.map(|f| make(id, f));
                     if r.is_some() {
                         state.received.fetch_add(1, Ordering::Relaxed);
                         received.increment(1);
@@ -168,7 +168,7 @@ pub async fn run(
             let Some(fields) = fields else { continue };
             state.received.fetch_add(1, Ordering::Relaxed);
             received.increment(1);
-            if out.send(make(id, &fields)).await.is_err() {
+            if out.send(make(id, fields)).await.is_err() {
                 return;
             }
         }

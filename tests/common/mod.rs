@@ -640,6 +640,18 @@ impl Bridge {
 
     /// Starts `run` without waiting for it to be ready.
     pub fn spawn(config_toml: &str, envs: &[(&str, &str)]) -> Self {
+        Self::spawn_limited(config_toml, envs, None)
+    }
+
+    /// Like [`Bridge::start`], with the process's open-file limit (`RLIMIT_NOFILE`, soft and
+    /// hard) set to `max_open_files`, as a small `ulimit -n` would.
+    pub async fn start_with_fd_limit(config_toml: &str, max_open_files: u64) -> Self {
+        let b = Self::spawn_limited(config_toml, &[], Some(max_open_files));
+        b.wait_ready().await;
+        b
+    }
+
+    fn spawn_limited(config_toml: &str, envs: &[(&str, &str)], nofile: Option<u64>) -> Self {
         let dir = TempDir::new().expect("tempdir for the bridge");
         let config = dir.path().join("config.toml");
         std::fs::write(&config, config_toml).expect("write config.toml");
@@ -653,7 +665,25 @@ impl Bridge {
             .parse()
             .expect("[admin] listen is an address");
         let config_arg = config.to_str().expect("utf-8 path").to_string();
-        let child = bin_command(&["--config", &config_arg, "run"], envs, dir.path())
+        let mut cmd = bin_command(&["--config", &config_arg, "run"], envs, dir.path());
+        if let Some(limit) = nofile {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rlim = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rlim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(File::create(dir.path().join("stdout.log")).expect("stdout.log"))
             .stderr(File::create(dir.path().join("stderr.log")).expect("stderr.log"))
