@@ -32,7 +32,7 @@ const PATIENCE: Duration = Duration::from_secs(30);
 // Helpers of this file
 // ---------------------------------------------------------------------------------------
 
-/// A registry-shaped model event (the fields of `../shared/fixtures/signatures.json`'s
+/// A registry-shaped model event (the fields of `tests/fixtures/signatures.json`'s
 /// `model_ready_message`), distinct per `test` and `n`. Like the registry's, it has no
 /// `event_type` field, so its key is the uuid5 over the four key fields.
 fn registry_event(test: &str, n: u32) -> String {
@@ -477,7 +477,7 @@ async fn dual_mode_delivers_every_message_to_the_redis_targets_and_the_webhook_w
     let target_channel = "t-mig-dual:legacy-copy";
     let target_list = "t-mig-dual:legacy-list";
 
-    // The key rule of this file is the registry's own: check it against the shared fixture.
+    // The key rule of this file is the registry's own: check it against the fixture.
     let f = fixtures();
     assert_eq!(
         registry_key(

@@ -13,7 +13,7 @@ use libfuzzer_sys::fuzz_target;
 use redis_webhook_bridge::config::Secret;
 use redis_webhook_bridge::delivery::signing::{Scheme, verify};
 
-/// The fixture's timestamp (shared/fixtures/signatures.json).
+/// The fixture's timestamp (tests/fixtures/signatures.json).
 const NOW: i64 = 1_764_342_000;
 
 fn split(data: &[u8]) -> (HeaderMap, &[u8]) {

@@ -74,11 +74,11 @@ where
     }
 }
 
-/// `../shared/fixtures/signatures.json`.
+/// `tests/fixtures/signatures.json`: the signature and idempotency-key vectors.
 pub fn fixtures() -> serde_json::Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/signatures.json"
+        "/tests/fixtures/signatures.json"
     );
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"))
