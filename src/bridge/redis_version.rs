@@ -89,6 +89,12 @@ pub async fn require_supported(
                     || e.is_connection_dropped()
                     || e.is_connection_refusal() =>
             {
+                // The same cause (refused, TLS, timeout) as the sources will log once they run.
+                tracing::warn!(
+                    error = %e,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "cannot reach Redis to check its version; retrying"
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.cancelled() => return Ok(()),
