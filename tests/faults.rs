@@ -242,3 +242,103 @@ async fn a_message_in_flight_when_the_bridge_is_killed_with_sigkill_is_delivered
     assert_eq!(reqs[1].json()["n"], 1);
     assert_eq!(reqs[1].status, 200);
 }
+
+/// Runs one Redis command on `redis`.
+async fn redis_cmd<T: redis::FromRedisValue>(redis: &RedisServer, args: &[&str]) -> T {
+    redis::cmd(args[0])
+        .arg(&args[1..])
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// Pushes messages `ns` to the list source and adds them to the stream source.
+async fn push_to_list_and_stream(redis: &RedisServer, ns: std::ops::RangeInclusive<u32>) {
+    for n in ns {
+        let _: i64 = redis_cmd(redis, &["LPUSH", "t-reconnect:list", &message("list", n)]).await;
+        let _: String = redis_cmd(
+            redis,
+            &[
+                "XADD",
+                "t-reconnect:stream",
+                "*",
+                "body",
+                &message("stream", n),
+            ],
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_and_stream_sources_reconnect_after_a_redis_restart_and_lose_nothing() {
+    // AOF: what was pushed before the kill is still in Redis after the restart.
+    let mut redis = RedisServer::start_with_aof();
+    let rx = Receiver::start().await;
+    let config = base_toml(&redis, "t-reconnect")
+        + r#"
+[[sources]]
+kind = "list"
+name = "list"
+key = "t-reconnect:list"
+
+[[sources]]
+kind = "stream"
+name = "stream"
+key = "t-reconnect:stream"
+"# + &endpoint_toml("site", &rx.url("/hook"), "");
+    let bridge = Bridge::start(&config).await;
+
+    push_to_list_and_stream(&redis, 1..=3).await;
+    rx.wait_for_count(6, SECS(30)).await;
+    // Pushed right before the kill: some may be read before it, some only after the restart.
+    push_to_list_and_stream(&redis, 4..=6).await;
+    redis.kill();
+    wait_until(
+        SECS(30),
+        "both sources count the lost connection",
+        || async {
+            bridge
+                .metric_value("bridge_source_disconnects_total", &[("source", "list")])
+                .await
+                >= 1.0
+                && bridge
+                    .metric_value("bridge_source_disconnects_total", &[("source", "stream")])
+                    .await
+                    >= 1.0
+        },
+    )
+    .await;
+    redis.restart();
+    push_to_list_and_stream(&redis, 7..=9).await;
+
+    let all: Vec<(String, u64)> = ["list", "stream"]
+        .iter()
+        .flat_map(|kind| (1..=9).map(move |n| (kind.to_string(), n)))
+        .collect();
+    let got = || -> std::collections::BTreeSet<(String, u64)> {
+        rx.requests()
+            .iter()
+            .filter(|r| r.status == 200)
+            .map(|r| {
+                let v = r.json();
+                (
+                    v["event_type"].as_str().unwrap().to_string(),
+                    v["n"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    wait_until(
+        SECS(60),
+        "every message pushed before, across and after the restart is delivered",
+        || async { got().len() == all.len() },
+    )
+    .await;
+    let all: std::collections::BTreeSet<(String, u64)> = all.into_iter().collect();
+    assert_eq!(got(), all, "{}", bridge.logs());
+    let status = bridge.status_json().await;
+    for source in status["sources"].as_array().expect("/status sources") {
+        assert_eq!(source["connected"], true, "{source}");
+    }
+}
