@@ -831,8 +831,13 @@ async fn migrate_validate_passes_on_a_healthy_run() {
         "{}",
         validate.output()
     );
-    assert_eq!(rx.requests_to("/hook").len(), N as usize);
-    assert_eq!(keys_of(&bodies).len(), N as usize);
+    let delivered: BTreeSet<String> = rx
+        .requests_to("/hook")
+        .iter()
+        .map(|r| r.idempotency_key())
+        .collect();
+    assert_eq!(delivered, keys_of(&bodies), "the endpoint got each message");
+    assert_eq!(rx.requests_to("/hook").len(), N as usize, "each once");
 }
 
 /// A run that silently lost messages fails, naming them.
