@@ -99,7 +99,7 @@ async fn a_published_message_arrives_byte_for_byte_and_python_verifies_both_sign
     let bridge = Bridge::start(&config).await;
 
     assert_eq!(redis.publish(DEFAULT_CHANNEL, body).await, 1);
-    rx.wait_for_count(2, SECS(10)).await;
+    rx.wait_for_count(2, PATIENCE).await;
     let v2 = rx.requests_to("/v2").pop().expect("a request to /v2");
     let std_ = rx.requests_to("/std").pop().expect("a request to /std");
 
@@ -190,13 +190,13 @@ patterns = ["events:*"]
     }
     // Both positives must arrive before the marker makes the counts final.
     wait_until(
-        SECS(10),
+        PATIENCE,
         "models got n=1 and n=5 and deploys got n=2",
         || async { rx.requests_to("/models").len() >= 2 && !rx.requests_to("/deploys").is_empty() },
     )
     .await;
     redis.publish("marker", message("marker", 99)).await;
-    wait_until(SECS(10), "both endpoints got the marker", || async {
+    wait_until(PATIENCE, "both endpoints got the marker", || async {
         let marked = |path: &str| rx.requests_to(path).iter().any(|r| r.json()["n"] == 99);
         marked("/models") && marked("/deploys")
     })
@@ -235,7 +235,7 @@ async fn a_503_is_retried_with_rising_attempt_numbers_and_the_same_key_then_deli
     redis
         .publish(DEFAULT_CHANNEL, message("model.ready", 1))
         .await;
-    let reqs = rx.wait_for_count(3, SECS(10)).await;
+    let reqs = rx.wait_for_count(3, PATIENCE).await;
     let attempts: Vec<u32> = reqs.iter().map(Recorded::attempt).collect();
     assert_eq!(attempts, vec![1, 2, 3], "{}", bridge.logs());
     let keys: HashSet<String> = reqs.iter().map(Recorded::idempotency_key).collect();
@@ -250,7 +250,7 @@ async fn a_503_is_retried_with_rising_attempt_numbers_and_the_same_key_then_deli
 
     let labels = [("endpoint", "site")];
     wait_until(
-        SECS(5),
+        PATIENCE,
         "webhook_publish_success_total{endpoint=site} is 1",
         || async {
             bridge
@@ -279,10 +279,12 @@ async fn retry_after_on_a_429_is_honoured_over_a_shorter_retry_delay() {
     redis
         .publish(DEFAULT_CHANNEL, message("model.ready", 1))
         .await;
-    let reqs = rx.wait_for_count(2, SECS(10)).await;
+    let reqs = rx.wait_for_count(2, PATIENCE).await;
     let gap = reqs[1].at - reqs[0].at;
     assert!(
-        gap >= Duration::from_millis(2000) && gap < SECS(6),
+        // The upper bound only says the delay was not wildly longer; a busy machine adds
+        // scheduling delay, never less waiting.
+        gap >= Duration::from_millis(2000) && gap < SECS(30),
         "second attempt {gap:?} after the 429 with Retry-After: 2 (retry_delay is 50ms)\n{}",
         bridge.logs()
     );
@@ -302,7 +304,7 @@ async fn a_400_is_dead_lettered_at_once_and_dlq_replay_delivers_it_once_the_rece
 
     redis.publish(DEFAULT_CHANNEL, &body).await;
     wait_until(
-        SECS(10),
+        PATIENCE,
         "/status shows 1 dead-lettered delivery",
         || async { bridge.endpoint_status("site").await["dead_lettered"] == 1 },
     )
@@ -363,19 +365,17 @@ circuit_breaker = { failure_threshold = 3, recovery_time = "1s" }"#,
             .publish(DEFAULT_CHANNEL, message("model.ready", n))
             .await;
     }
-    wait_until(
-        SECS(5),
-        "the circuit is reported open (gauge 1 or /status open)",
-        || async {
-            let gauge = bridge
-                .metric_value("webhook_circuit_breaker_state", &[("endpoint", "site")])
-                .await;
-            gauge == 1.0 || bridge.endpoint_status("site").await["circuit"] == "open"
-        },
-    )
+    // The circuit is open for only 1 s, which a busy machine's polling can miss; its log
+    // line stays. (The gauge and /status while open are checked in tests/observability.rs.)
+    wait_until(PATIENCE, "the log says the circuit opened", || async {
+        bridge
+            .full_logs()
+            .lines()
+            .any(|l| l.contains("circuit opened") && l.contains("\"endpoint\":\"site\""))
+    })
     .await;
 
-    wait_until(SECS(15), "all 10 messages were delivered", || async {
+    wait_until(PATIENCE, "all 10 messages were delivered", || async {
         rx.requests()
             .iter()
             .filter(|r| r.status == 200)
@@ -403,7 +403,7 @@ circuit_breaker = { failure_threshold = 3, recovery_time = "1s" }"#,
         max_attempt <= 2,
         "waiting on an open circuit spends no attempts; saw attempt {max_attempt}"
     );
-    wait_until(SECS(5), "webhook_publish_success_total is 10", || async {
+    wait_until(PATIENCE, "webhook_publish_success_total is 10", || async {
         bridge
             .metric_value("webhook_publish_success_total", &[("endpoint", "site")])
             .await
@@ -434,7 +434,7 @@ async fn the_receive_command_accepts_three_signed_events_after_one_drilled_failu
             .publish(DEFAULT_CHANNEL, message("model.ready", n))
             .await;
     }
-    wait_until(SECS(10), "`receive` printed 3 accepted events", || async {
+    wait_until(PATIENCE, "`receive` printed 3 accepted events", || async {
         receive.events().len() >= 3
     })
     .await;
@@ -471,9 +471,14 @@ async fn a_slow_endpoint_does_not_delay_another_endpoint() {
     let redis = RedisServer::start();
     let rx = Receiver::start().await;
     let slow = Receiver::start().await;
-    slow.set_default(Reply::ok().delay(SECS(3)));
+    // The slow endpoint holds its first request far longer than the test runs.
+    slow.set_default(Reply::ok().delay(SECS(300)));
     let config = base_toml(&redis, "t-isolation")
-        + &endpoint_toml("slow", &slow.url("/slow"), "concurrency = 1")
+        + &endpoint_toml(
+            "slow",
+            &slow.url("/slow"),
+            "concurrency = 1\ntimeout = \"600s\"",
+        )
         + &endpoint_toml("fast", &rx.url("/fast"), "");
     let bridge = Bridge::start(&config).await;
 
@@ -482,14 +487,14 @@ async fn a_slow_endpoint_does_not_delay_another_endpoint() {
             .publish(DEFAULT_CHANNEL, message("model.ready", n))
             .await;
     }
-    // The slow endpoint needs 15 s for these five; the fast one must not wait for it.
-    let reqs = rx.wait_for_count(5, SECS(2)).await;
+    // All five reach the fast endpoint while the slow one is still stuck on its first: had
+    // the fast one waited for the slow one, it would have got nothing before its answer.
+    let reqs = rx.wait_for_count(5, PATIENCE).await;
     assert_eq!(reqs.len(), 5, "{}", bridge.logs());
-    // Its first request may not even have arrived yet; it certainly has no second.
+    let stuck = slow.requests();
     assert!(
-        slow.requests().len() <= 1,
-        "the slow endpoint is still on its first: {}",
-        slow.requests().len()
+        stuck.len() <= 1 && stuck.iter().all(|r| r.answered_at.is_none()),
+        "the slow endpoint is still on its first, unanswered request: {stuck:?}"
     );
 }
 
@@ -511,7 +516,7 @@ async fn two_replicas_on_one_redis_deliver_each_message_exactly_once() {
             "both replicas are subscribed"
         );
     }
-    rx.wait_for_count(20, SECS(10)).await;
+    rx.wait_for_count(20, PATIENCE).await;
     // Asserting that no duplicate follows: give one a fair chance to arrive.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let reqs = rx.requests();
@@ -544,7 +549,7 @@ async fn a_hokusai_legacy_endpoint_signs_the_body_as_pythons_hmac_does() {
     let bridge = Bridge::start(&config).await;
 
     assert_eq!(redis.publish(DEFAULT_CHANNEL, body).await, 1);
-    let req = rx.wait_for_count(1, SECS(60)).await.remove(0);
+    let req = rx.wait_for_count(1, PATIENCE).await.remove(0);
     assert_eq!(&req.body[..], body.as_bytes(), "{}", bridge.logs());
     assert_eq!(
         req.header("x-hokusai-signature"),

@@ -26,7 +26,7 @@ use uuid::Uuid;
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 /// How long a test waits for something that normally takes well under a second.
-const PATIENCE: Duration = Duration::from_secs(30);
+const PATIENCE: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------
 // Helpers of this file
@@ -193,7 +193,6 @@ fn run_script(name: &str, args: &[&str]) -> Output {
 struct Background {
     child: Child,
     dir: TempDir,
-    started: Instant,
 }
 
 impl Background {
@@ -205,11 +204,7 @@ impl Background {
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start scripts/{name}: {e}"));
-        Self {
-            child,
-            dir,
-            started: Instant::now(),
-        }
+        Self { child, dir }
     }
 
     fn stdout(&self) -> String {
@@ -634,7 +629,7 @@ async fn rollback_by_pause_keeps_legacy_consumers_whole_and_resume_delivers_what
         text.contains("deliveries: PAUSED") && text.contains("(rollback)"),
         "rollback.sh pause prints `status`: {text}"
     );
-    wait_until(SECS(10), "the replica saw the pause", || async {
+    wait_until(PATIENCE, "the replica saw the pause", || async {
         bridge.status_json().await["paused"] == true
     })
     .await;
@@ -792,16 +787,19 @@ async fn migrate_validate_passes_on_a_healthy_run() {
         + &endpoint_toml("elsewhere", &rx.url("/other"), "channels = [\"other:*\"]");
     let bridge = Bridge::start(&config).await;
 
+    // The window opens when validate subscribes; a generous one leaves a busy machine time
+    // to publish inside it (the test waits for the window's end).
     let mut validate = start_validate(
         &redis,
         &bridge,
-        &["--duration", "5s", "--grace", "30s", "--format", "json"],
+        &["--duration", "15s", "--grace", "30s", "--format", "json"],
     )
     .await;
+    let listening = Instant::now();
     let bodies = publish_events(&redis, "validate-ok", 1..=N, 2).await;
     assert!(
-        validate.started.elapsed() < SECS(5),
-        "published within the window"
+        listening.elapsed() < SECS(15),
+        "published within the window (the machine is very slow: raise --duration)"
     );
 
     let status = validate.wait(SECS(90)).await;
@@ -850,7 +848,7 @@ async fn migrate_validate_passes_on_a_healthy_run() {
 /// instead would model a bookkeeping bug of the bridge, not a loss.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_validate_fails_naming_the_messages_an_endpoint_never_got() {
-    const WINDOW: u64 = 12;
+    const WINDOW: u64 = 25;
     let redis = RedisServer::start();
     let rx = Receiver::start().await;
     let config =
@@ -860,6 +858,7 @@ async fn migrate_validate_fails_naming_the_messages_an_endpoint_never_got() {
     let window = format!("{WINDOW}s");
     let mut validate =
         start_validate(&redis, &bridge, &["--duration", &window, "--grace", "3s"]).await;
+    let listening = Instant::now();
     let delivered = publish_events(&redis, "gap", 1..=3, 2).await;
     rx.wait_for_count(3, PATIENCE).await;
     bridge.sigterm();
@@ -867,7 +866,7 @@ async fn migrate_validate_fails_naming_the_messages_an_endpoint_never_got() {
     // Only the validator hears these.
     let lost = publish_events(&redis, "gap", 4..=5, 1).await;
     assert!(
-        validate.started.elapsed() < SECS(WINDOW - 2),
+        listening.elapsed() < SECS(WINDOW - 2),
         "the lost messages were published within the window (the machine is very slow: raise WINDOW)"
     );
 
