@@ -78,7 +78,7 @@ fn escapes(file: &Path, text: &str) -> Vec<String> {
                 ));
             }
         }
-        // `concat!(env!("CARGO_MANIFEST_DIR"), "/../…")` and `.join("..")` after it.
+        // The manifest dir followed by `"/../…"` (in `concat!`) or `.join("..")`.
         if let Some(i) = line.find(&manifest_dir) {
             let rest = &line[i..];
             if rest.contains("\"/..") || rest.contains("\"..") {
