@@ -66,7 +66,7 @@ const PUBLISH_BATCH: usize = 500;
 /// `client-output-buffer-limit pubsub 32mb 8mb 60`, past which Redis disconnects a slow
 /// subscriber (and pub/sub drops what it would have received).
 const WINDOW: u64 = 10_000;
-/// `model_ready_message` of `../shared/fixtures/signatures.json` after its `model_id`; each
+/// `model_ready_message` of `tests/fixtures/signatures.json` after its `model_id`; each
 /// benchmark message puts a unique `seq` and `model_id` in front, so that every message has
 /// its own idempotency key.
 const BODY_TAIL: &str = r#""token_symbol":"demo-token","metric_name":"accuracy","baseline_value":0.812,"current_value":0.861,"model_name":"sentiment-classifier","model_version":"3","mlflow_run_id":"9b1c2d3e4f","improvement_percentage":6.03,"contributor_address":"0x1234567890abcdef1234567890abcdef12345678","experiment_name":"sentiment","tags":{"team":"nlp"},"timestamp":"2026-11-28T15:00:00","message_version":"1.0"}"#;

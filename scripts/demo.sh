@@ -16,8 +16,10 @@
 #      accepted all three, prints each verified delivery and a /status summary;
 #   5. stops everything it started (trap on EXIT) and removes the temp dir.
 #
-# Needs: a Rust toolchain, redis-server and redis-cli (Debian/Ubuntu: apt-get install -y
-# redis-server), python3, curl. Exit 0 on success, non-zero with a message otherwise.
+# Needs: a Rust toolchain (with a C compiler and make), redis-server and redis-cli, python3,
+# curl. Run as root on Debian/Ubuntu, it installs what is missing with apt-get; otherwise it
+# stops and says how to install it (scripts/prerequisites.sh). Exit 0 on success, non-zero
+# with a message otherwise.
 #
 # Environment: REDIS_URL (use that Redis instead of starting one), DEMO_KEEP_LOGS=DIR (copy
 # the logs, the generated config and the receiver's output there before cleaning up).
@@ -107,22 +109,15 @@ fail() {
     exit 1
 }
 
-need() {
-    command -v "$1" >/dev/null 2>&1 || fail "$1 is not installed. $2"
-}
-
 # ---------------------------------------------------------------------------------------
 # Prerequisites
 # ---------------------------------------------------------------------------------------
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-need cargo "Install a Rust toolchain (https://rustup.rs)."
-need python3 "Install Python 3 (Debian/Ubuntu: apt-get install -y python3)."
-need curl "Install curl (Debian/Ubuntu: apt-get install -y curl)."
-need redis-cli "Install Redis (Debian/Ubuntu: apt-get install -y redis-server; macOS: brew install redis)."
-if [[ -z "${REDIS_URL:-}" ]]; then
-    need redis-server "Install Redis (Debian/Ubuntu: apt-get install -y redis-server; macOS: brew install redis), or set REDIS_URL to use a running one."
-fi
+readonly PROG="demo"
+# shellcheck source=scripts/prerequisites.sh
+source scripts/prerequisites.sh
+demo_prerequisites
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'

@@ -793,7 +793,7 @@ mod tests {
     fn fixtures() -> serde_json::Value {
         serde_json::from_str(include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/signatures.json"
+            "/tests/fixtures/signatures.json"
         )))
         .unwrap()
     }

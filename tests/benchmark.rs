@@ -67,6 +67,51 @@ fn row<'a>(stdout: &'a str, scenario: &str) -> Vec<&'a str> {
     line[scenario.len()..].split_whitespace().collect()
 }
 
+/// Checks that a verdict line (`PASS  <what> <op> <target> …: <measured> …`) says PASS
+/// exactly when its measured value meets its target, and that the target was measured.
+fn check_verdict(line: &str) {
+    let (verdict, text) = line.split_at(4);
+    assert_ne!(verdict, "SKIP", "every target is measured: {line}");
+    assert!(
+        !text.contains("not run"),
+        "every target is measured: {line}"
+    );
+    let number = |t: &str| {
+        t.trim_matches(|c: char| matches!(c, ',' | ':' | '(' | ')'))
+            .parse::<f64>()
+            .ok()
+    };
+    let tokens: Vec<&str> = text.split_whitespace().collect();
+    let op_at = tokens
+        .iter()
+        .position(|t| matches!(*t, ">=" | "<" | "<="))
+        .unwrap_or_else(|| panic!("no comparison in the verdict: {line}"));
+    let target = tokens[op_at + 1..]
+        .iter()
+        .find_map(|t| number(t))
+        .unwrap_or_else(|| panic!("no target in the verdict: {line}"));
+    let measured = tokens
+        .iter()
+        .rev()
+        .find_map(|t| number(t))
+        .unwrap_or_else(|| panic!("no measured value in the verdict: {line}"));
+    // The line shows rounded numbers: at the boundary the rounding decides, not the verdict.
+    if (measured - target).abs() <= 0.01 * target.abs().max(1.0) {
+        return;
+    }
+    let met = match tokens[op_at] {
+        ">=" => measured >= target,
+        "<" => measured < target,
+        _ => measured <= target,
+    };
+    assert_eq!(
+        verdict,
+        if met { "PASS" } else { "FAIL" },
+        "the verdict contradicts its numbers ({measured} {} {target}): {line}",
+        tokens[op_at]
+    );
+}
+
 #[test]
 fn every_scenario_runs_to_the_end_and_the_table_shows_it() {
     let out = bench(
@@ -130,11 +175,16 @@ fn every_scenario_runs_to_the_end_and_the_table_shows_it() {
             "{scenario}: each of the four endpoints got every message\n{stdout}"
         );
     }
-    let verdicts = stdout
+    // Numbers from a few hundred messages on a debug build may miss the targets, so a FAIL
+    // is allowed here; what must hold is that each verdict follows from the numbers it shows.
+    let verdicts: Vec<&str> = stdout
         .lines()
-        .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL "))
-        .count();
-    assert_eq!(verdicts, 7, "one verdict per target\n{stdout}");
+        .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL ") || l.starts_with("SKIP "))
+        .collect();
+    assert_eq!(verdicts.len(), 7, "one verdict per target\n{stdout}");
+    for line in verdicts {
+        check_verdict(line);
+    }
     // Redis's own command counts: the journal's XADD in a throughput row, the journal script
     // in the latency row.
     let counts = stdout

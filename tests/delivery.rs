@@ -29,9 +29,14 @@ elif scheme == 'standard-webhooks':
     signed = h['webhook-id'].encode() + b'.' + ts.encode() + b'.' + body
     expected = 'v1,' + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     given = h['webhook-signature'].split(' ')
+elif scheme == 'hokusai-legacy':
+    # The registry's original scheme: the body alone, no timestamp.
+    ts = None
+    expected = 'sha256=' + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    given = h['x-hokusai-signature'].split(',')
 else:
     sys.exit('unknown scheme ' + scheme)
-if abs(time.time() - int(ts)) > 300:
+if ts is not None and abs(time.time() - int(ts)) > 300:
     print('stale timestamp', ts)
     sys.exit(2)
 if not any(hmac.compare_digest(expected, g) for g in given):
@@ -94,7 +99,7 @@ async fn a_published_message_arrives_byte_for_byte_and_python_verifies_both_sign
     let bridge = Bridge::start(&config).await;
 
     assert_eq!(redis.publish(DEFAULT_CHANNEL, body).await, 1);
-    rx.wait_for_count(2, SECS(10)).await;
+    rx.wait_for_count(2, PATIENCE).await;
     let v2 = rx.requests_to("/v2").pop().expect("a request to /v2");
     let std_ = rx.requests_to("/std").pop().expect("a request to /std");
 
@@ -185,13 +190,13 @@ patterns = ["events:*"]
     }
     // Both positives must arrive before the marker makes the counts final.
     wait_until(
-        SECS(10),
+        PATIENCE,
         "models got n=1 and n=5 and deploys got n=2",
         || async { rx.requests_to("/models").len() >= 2 && !rx.requests_to("/deploys").is_empty() },
     )
     .await;
     redis.publish("marker", message("marker", 99)).await;
-    wait_until(SECS(10), "both endpoints got the marker", || async {
+    wait_until(PATIENCE, "both endpoints got the marker", || async {
         let marked = |path: &str| rx.requests_to(path).iter().any(|r| r.json()["n"] == 99);
         marked("/models") && marked("/deploys")
     })
@@ -230,7 +235,7 @@ async fn a_503_is_retried_with_rising_attempt_numbers_and_the_same_key_then_deli
     redis
         .publish(DEFAULT_CHANNEL, message("model.ready", 1))
         .await;
-    let reqs = rx.wait_for_count(3, SECS(10)).await;
+    let reqs = rx.wait_for_count(3, PATIENCE).await;
     let attempts: Vec<u32> = reqs.iter().map(Recorded::attempt).collect();
     assert_eq!(attempts, vec![1, 2, 3], "{}", bridge.logs());
     let keys: HashSet<String> = reqs.iter().map(Recorded::idempotency_key).collect();
@@ -245,7 +250,7 @@ async fn a_503_is_retried_with_rising_attempt_numbers_and_the_same_key_then_deli
 
     let labels = [("endpoint", "site")];
     wait_until(
-        SECS(5),
+        PATIENCE,
         "webhook_publish_success_total{endpoint=site} is 1",
         || async {
             bridge
@@ -274,10 +279,12 @@ async fn retry_after_on_a_429_is_honoured_over_a_shorter_retry_delay() {
     redis
         .publish(DEFAULT_CHANNEL, message("model.ready", 1))
         .await;
-    let reqs = rx.wait_for_count(2, SECS(10)).await;
+    let reqs = rx.wait_for_count(2, PATIENCE).await;
     let gap = reqs[1].at - reqs[0].at;
     assert!(
-        gap >= Duration::from_millis(2000) && gap < SECS(6),
+        // The upper bound only says the delay was not wildly longer; a busy machine adds
+        // scheduling delay, never less waiting.
+        gap >= Duration::from_millis(2000) && gap < SECS(30),
         "second attempt {gap:?} after the 429 with Retry-After: 2 (retry_delay is 50ms)\n{}",
         bridge.logs()
     );
@@ -297,7 +304,7 @@ async fn a_400_is_dead_lettered_at_once_and_dlq_replay_delivers_it_once_the_rece
 
     redis.publish(DEFAULT_CHANNEL, &body).await;
     wait_until(
-        SECS(10),
+        PATIENCE,
         "/status shows 1 dead-lettered delivery",
         || async { bridge.endpoint_status("site").await["dead_lettered"] == 1 },
     )
@@ -358,19 +365,17 @@ circuit_breaker = { failure_threshold = 3, recovery_time = "1s" }"#,
             .publish(DEFAULT_CHANNEL, message("model.ready", n))
             .await;
     }
-    wait_until(
-        SECS(5),
-        "the circuit is reported open (gauge 1 or /status open)",
-        || async {
-            let gauge = bridge
-                .metric_value("webhook_circuit_breaker_state", &[("endpoint", "site")])
-                .await;
-            gauge == 1.0 || bridge.endpoint_status("site").await["circuit"] == "open"
-        },
-    )
+    // The circuit is open for only 1 s, which a busy machine's polling can miss; its log
+    // line stays. (The gauge and /status while open are checked in tests/observability.rs.)
+    wait_until(PATIENCE, "the log says the circuit opened", || async {
+        bridge
+            .full_logs()
+            .lines()
+            .any(|l| l.contains("circuit opened") && l.contains("\"endpoint\":\"site\""))
+    })
     .await;
 
-    wait_until(SECS(15), "all 10 messages were delivered", || async {
+    wait_until(PATIENCE, "all 10 messages were delivered", || async {
         rx.requests()
             .iter()
             .filter(|r| r.status == 200)
@@ -398,7 +403,7 @@ circuit_breaker = { failure_threshold = 3, recovery_time = "1s" }"#,
         max_attempt <= 2,
         "waiting on an open circuit spends no attempts; saw attempt {max_attempt}"
     );
-    wait_until(SECS(5), "webhook_publish_success_total is 10", || async {
+    wait_until(PATIENCE, "webhook_publish_success_total is 10", || async {
         bridge
             .metric_value("webhook_publish_success_total", &[("endpoint", "site")])
             .await
@@ -429,7 +434,7 @@ async fn the_receive_command_accepts_three_signed_events_after_one_drilled_failu
             .publish(DEFAULT_CHANNEL, message("model.ready", n))
             .await;
     }
-    wait_until(SECS(10), "`receive` printed 3 accepted events", || async {
+    wait_until(PATIENCE, "`receive` printed 3 accepted events", || async {
         receive.events().len() >= 3
     })
     .await;
@@ -466,9 +471,14 @@ async fn a_slow_endpoint_does_not_delay_another_endpoint() {
     let redis = RedisServer::start();
     let rx = Receiver::start().await;
     let slow = Receiver::start().await;
-    slow.set_default(Reply::ok().delay(SECS(3)));
+    // The slow endpoint holds its first request far longer than the test runs.
+    slow.set_default(Reply::ok().delay(SECS(300)));
     let config = base_toml(&redis, "t-isolation")
-        + &endpoint_toml("slow", &slow.url("/slow"), "concurrency = 1")
+        + &endpoint_toml(
+            "slow",
+            &slow.url("/slow"),
+            "concurrency = 1\ntimeout = \"600s\"",
+        )
         + &endpoint_toml("fast", &rx.url("/fast"), "");
     let bridge = Bridge::start(&config).await;
 
@@ -477,14 +487,14 @@ async fn a_slow_endpoint_does_not_delay_another_endpoint() {
             .publish(DEFAULT_CHANNEL, message("model.ready", n))
             .await;
     }
-    // The slow endpoint needs 15 s for these five; the fast one must not wait for it.
-    let reqs = rx.wait_for_count(5, SECS(2)).await;
+    // All five reach the fast endpoint while the slow one is still stuck on its first: had
+    // the fast one waited for the slow one, it would have got nothing before its answer.
+    let reqs = rx.wait_for_count(5, PATIENCE).await;
     assert_eq!(reqs.len(), 5, "{}", bridge.logs());
-    // Its first request may not even have arrived yet; it certainly has no second.
+    let stuck = slow.requests();
     assert!(
-        slow.requests().len() <= 1,
-        "the slow endpoint is still on its first: {}",
-        slow.requests().len()
+        stuck.len() <= 1 && stuck.iter().all(|r| r.answered_at.is_none()),
+        "the slow endpoint is still on its first, unanswered request: {stuck:?}"
     );
 }
 
@@ -506,7 +516,7 @@ async fn two_replicas_on_one_redis_deliver_each_message_exactly_once() {
             "both replicas are subscribed"
         );
     }
-    rx.wait_for_count(20, SECS(10)).await;
+    rx.wait_for_count(20, PATIENCE).await;
     // Asserting that no duplicate follows: give one a fair chance to arrive.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let reqs = rx.requests();
@@ -547,4 +557,256 @@ fn dlq_show_of_a_malformed_id_prints_the_redis_error_once() {
         "the Redis error once: {}",
         show(&out)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hokusai_legacy_endpoint_signs_the_body_as_pythons_hmac_does() {
+    let f = fixtures();
+    let legacy = &f["hokusai_legacy"];
+    let body = legacy["body"].as_str().unwrap();
+    let secret = legacy["secret"].as_str().unwrap();
+
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    let config = base_toml(&redis, "t-legacy")
+        + &endpoint_toml(
+            "legacy",
+            &rx.url("/legacy"),
+            &format!("secrets = [\"{secret}\"]\nsignature = \"hokusai-legacy\""),
+        );
+    let bridge = Bridge::start(&config).await;
+
+    assert_eq!(redis.publish(DEFAULT_CHANNEL, body).await, 1);
+    let req = rx.wait_for_count(1, PATIENCE).await.remove(0);
+    assert_eq!(&req.body[..], body.as_bytes(), "{}", bridge.logs());
+    assert_eq!(
+        req.header("x-hokusai-signature"),
+        legacy["signature"].as_str().unwrap(),
+        "the fixture's signature, computed with Python's hmac over this body"
+    );
+    for absent in [
+        "x-hokusai-timestamp",
+        "x-hokusai-nonce",
+        "webhook-signature",
+    ] {
+        assert_eq!(req.header(absent), "", "hokusai-legacy sends no {absent}");
+    }
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let out = python_verifies(dir.path(), "hokusai-legacy", &req, &req.body, secret);
+    assert!(
+        out.status.success(),
+        "python rejects the hokusai-legacy signature: {}",
+        show(&out)
+    );
+    let mut tampered = req.body.to_vec();
+    tampered[1] ^= 0x01;
+    let out = python_verifies(dir.path(), "hokusai-legacy", &req, &tampered, secret);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "python accepted a tampered body: {}",
+        show(&out)
+    );
+    let out = python_verifies(
+        dir.path(),
+        "hokusai-legacy",
+        &req,
+        &req.body,
+        "another-secret",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "python accepted another secret: {}",
+        show(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_its_target_gets_nothing_and_the_message_is_dead_lettered() {
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    let target = Receiver::start().await;
+    rx.set_default(Reply::status(302).header("Location", &target.url("/elsewhere")));
+    let config = base_toml(&redis, "t-redirect")
+        + &endpoint_toml(
+            "site",
+            &rx.url("/hook"),
+            "max_retries = 2\nretry_delay = \"50ms\"",
+        );
+    let bridge = Bridge::start(&config).await;
+    let body = message("model.ready", 1);
+
+    redis.publish(DEFAULT_CHANNEL, &body).await;
+    wait_until(
+        SECS(30),
+        "/status shows the redirected message dead-lettered",
+        || async { bridge.endpoint_status("site").await["dead_lettered"] == 1 },
+    )
+    .await;
+
+    // A 3xx is retried like a 5xx (the first attempt and max_retries more), never followed.
+    let reqs = rx.requests();
+    assert_eq!(
+        reqs.iter().map(Recorded::attempt).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "{}",
+        bridge.logs()
+    );
+    assert!(reqs.iter().all(|r| r.path == "/hook" && r.status == 302));
+    assert!(
+        target.requests().is_empty(),
+        "the redirect target was contacted: {:?}",
+        target.requests()
+    );
+    let entries = bridge.dlq_entries(&[]);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = &entries[0];
+    assert_eq!(e["last_status"], 302, "{e}");
+    assert_eq!(e["body"], body.as_str(), "{e}");
+    assert_eq!(e["attempts"], 3, "{e}");
+    assert!(
+        e["error"].as_str().unwrap_or("").contains("not followed"),
+        "the DLQ entry says the redirect was not followed: {e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_as_an_http_date_holds_the_next_attempt_until_that_date() {
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    let config = base_toml(&redis, "t-retry-after-date")
+        + &endpoint_toml(
+            "site",
+            &rx.url("/hook"),
+            "retry_delay = \"50ms\"\nmax_retry_delay = \"60s\"",
+        );
+    let bridge = Bridge::start(&config).await;
+
+    // An HTTP date has whole seconds: the bridge may retry from that (floored) second on.
+    let (now_instant, now_system) = (std::time::Instant::now(), std::time::SystemTime::now());
+    let date = httpdate::fmt_http_date(now_system + SECS(6));
+    let not_before = httpdate::parse_http_date(&date).unwrap();
+    rx.script(vec![Reply::status(503).header("Retry-After", &date)]);
+    redis
+        .publish(DEFAULT_CHANNEL, message("model.ready", 1))
+        .await;
+    let reqs = rx.wait_for_count(2, SECS(60)).await;
+    let as_system = |at: std::time::Instant| now_system + (at - now_instant);
+    let first = as_system(reqs[0].at);
+    assert!(
+        first + SECS(1) < not_before,
+        "the first attempt came too late to tell a held retry from an immediate one; the \
+         date was {date}\n{}",
+        bridge.logs()
+    );
+    // 50 ms of slack for the two clocks read at slightly different moments above.
+    let second = as_system(reqs[1].at);
+    assert!(
+        second + Duration::from_millis(50) >= not_before,
+        "the second attempt came {:?} before Retry-After: {date} (retry_delay is 50ms)\n{}",
+        not_before.duration_since(second).unwrap_or_default(),
+        bridge.logs()
+    );
+    assert_eq!(reqs[1].attempt(), 2);
+    assert_eq!(reqs[1].idempotency_key(), reqs[0].idempotency_key());
+    assert_eq!(reqs[1].status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_replay_of_chosen_ids_or_of_one_endpoint_delivers_only_those_entries() {
+    let redis = RedisServer::start();
+    let rx = Receiver::start().await;
+    rx.set_default(Reply::status(400));
+    let config = base_toml(&redis, "t-dlq-replay-some")
+        + &endpoint_toml("a", &rx.url("/a"), "")
+        + &endpoint_toml("b", &rx.url("/b"), "");
+    let bridge = Bridge::start(&config).await;
+    for n in 1..=3 {
+        redis
+            .publish(DEFAULT_CHANNEL, message("model.ready", n))
+            .await;
+    }
+    wait_until(
+        SECS(30),
+        "each endpoint dead-lettered 3 messages",
+        || async {
+            bridge.endpoint_status("a").await["dead_lettered"] == 3
+                && bridge.endpoint_status("b").await["dead_lettered"] == 3
+        },
+    )
+    .await;
+    assert_eq!(
+        rx.requests().len(),
+        6,
+        "a 400 is permanent: one attempt each"
+    );
+    let entries = bridge.dlq_entries(&[]);
+    assert_eq!(entries.len(), 6, "{entries:?}");
+    let of = |entries: &[serde_json::Value], ep: &str| -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = entries
+            .iter()
+            .filter(|e| e["endpoint"] == ep)
+            .map(|e| {
+                let n: serde_json::Value =
+                    serde_json::from_str(e["body"].as_str().unwrap()).unwrap();
+                (
+                    e["id"].as_str().unwrap().to_string(),
+                    n["n"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        v.sort_by_key(|(_, n)| *n);
+        v
+    };
+    let a = of(&entries, "a");
+    let b = of(&entries, "b");
+    assert_eq!(a.len(), 3, "{entries:?}");
+    assert_eq!(b.len(), 3, "{entries:?}");
+    rx.set_default(Reply::ok());
+
+    // Two of a's entries by id: exactly those two are POSTed again and leave the DLQ.
+    let out = bridge.cli(&["dlq", "replay", &a[0].0, &a[2].0], &[]);
+    assert!(out.status.success(), "dlq replay ID ID: {}", show(&out));
+    let replayed: Vec<u64> = rx.requests()[6..]
+        .iter()
+        .map(|r| {
+            assert_eq!(r.path, "/a", "only endpoint a's entries were chosen");
+            assert_eq!(r.status, 200);
+            r.json()["n"].as_u64().unwrap()
+        })
+        .collect();
+    let mut sorted = replayed.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![1, 3], "the chosen entries, no others");
+    let left = bridge.dlq_entries(&[]);
+    assert_eq!(of(&left, "a"), vec![a[1].clone()], "a's third entry stays");
+    assert_eq!(of(&left, "b"), b, "b's entries stay");
+
+    // --endpoint b --all: b's three, not a's remaining one.
+    let out = bridge.cli(&["dlq", "replay", "--endpoint", "b", "--all"], &[]);
+    assert!(
+        out.status.success(),
+        "dlq replay --endpoint b --all: {}",
+        show(&out)
+    );
+    let reqs = rx.requests();
+    assert_eq!(reqs.len(), 11, "6 dead-lettered, 2 replayed to a, 3 to b");
+    let mut to_b: Vec<u64> = reqs[8..]
+        .iter()
+        .map(|r| {
+            assert_eq!(r.path, "/b", "only endpoint b's entries were replayed");
+            r.json()["n"].as_u64().unwrap()
+        })
+        .collect();
+    to_b.sort();
+    assert_eq!(to_b, vec![1, 2, 3]);
+    let left = bridge.dlq_entries(&[]);
+    assert_eq!(
+        of(&left, "a"),
+        vec![a[1].clone()],
+        "a's entry is still there"
+    );
+    assert!(of(&left, "b").is_empty(), "b's entries are gone: {left:?}");
 }

@@ -1033,7 +1033,7 @@ async fn the_systemd_unit_sends_sighup_only_if_the_bridge_survives_it() {
     let mut bridge = RawBridge(child);
     let http = common::http();
     let ready = format!("http://{admin}/readyz");
-    common::wait_until(Duration::from_secs(10), "the bridge is ready", || {
+    common::wait_until(common::PATIENCE, "the bridge is ready", || {
         let (http, ready) = (http.clone(), ready.clone());
         async move {
             http.get(&ready)

@@ -534,6 +534,9 @@ async fn journaled_messages_survive_a_kill_9_of_redis_with_aof_and_are_delivered
         || async { int(&redis, "XLEN", &[&stream]).await == N as i64 },
     )
     .await;
+    // An absence can only be observed over a period: 2 s, eight times the pause poll; a
+    // bridge that ignored the pause would have delivered most of the 50 by then.
+    tokio::time::sleep(SECS(2)).await;
     assert!(
         rx.requests().is_empty(),
         "nothing is delivered while paused\n{}",

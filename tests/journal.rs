@@ -284,25 +284,21 @@ async fn entries_and_retries_left_in_the_earlier_format_are_delivered_after_an_u
     );
 
     // Both settled: acknowledged and deleted, nothing left waiting, nothing dead-lettered.
-    wait_until(
-        std::time::Duration::from_secs(10),
-        "the queue and the retry set are empty",
-        || {
-            let mut c = conn.clone();
-            let (stream, retry) = (stream.clone(), retry.clone());
-            async move {
-                let (len, waiting): (u64, u64) = redis::pipe()
-                    .cmd("XLEN")
-                    .arg(&stream)
-                    .cmd("ZCARD")
-                    .arg(&retry)
-                    .query_async(&mut c)
-                    .await
-                    .expect("XLEN, ZCARD");
-                len == 0 && waiting == 0
-            }
-        },
-    )
+    wait_until(PATIENCE, "the queue and the retry set are empty", || {
+        let mut c = conn.clone();
+        let (stream, retry) = (stream.clone(), retry.clone());
+        async move {
+            let (len, waiting): (u64, u64) = redis::pipe()
+                .cmd("XLEN")
+                .arg(&stream)
+                .cmd("ZCARD")
+                .arg(&retry)
+                .query_async(&mut c)
+                .await
+                .expect("XLEN, ZCARD");
+            len == 0 && waiting == 0
+        }
+    })
     .await;
     assert!(bridge.dlq_entries(&[]).is_empty(), "{}", bridge.logs());
 }

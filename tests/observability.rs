@@ -102,21 +102,26 @@ async fn secrets_rotate_mid_stream_without_losing_a_delivery() {
     );
     let bridge = Bridge::start(&old).await;
 
-    // A steady stream of messages while the secret changes.
-    let total = 120;
+    // A steady stream of messages while the secret changes: it runs until the reload took
+    // effect and 20 more messages were delivered after it, however long that takes.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let publisher = {
         let client = redis.client();
+        let stop = stop.clone();
         tokio::spawn(async move {
             let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-            for n in 0..total {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let _: i64 = redis::cmd("PUBLISH")
                     .arg(DEFAULT_CHANNEL)
                     .arg(event(n))
                     .query_async(&mut conn)
                     .await
                     .unwrap();
+                n += 1;
                 tokio::time::sleep(Duration::from_millis(15)).await;
             }
+            n
         })
     };
     recv.wait_for_count(20, T).await;
@@ -126,7 +131,14 @@ async fn secrets_rotate_mid_stream_without_losing_a_delivery() {
     );
     std::fs::write(bridge.config_path(), rotated).unwrap();
     bridge.sighup();
-    publisher.await.unwrap();
+    wait_until(T, "config_version 2 after the rotation", || async {
+        config_version(&bridge).await >= 2
+    })
+    .await;
+    let after_reload = recv.requests().len();
+    recv.wait_for_count(after_reload + 20, T).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let total = publisher.await.unwrap();
     let got = recv.wait_for_count(total, Duration::from_secs(60)).await;
 
     let old = [Secret::from_bytes("old-secret-1")];

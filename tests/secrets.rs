@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 
 const ENDPOINT_SECRET: &str = "hook-SECRET-9d2b7e44c1";
@@ -38,14 +36,10 @@ async fn a_whole_run_never_shows_a_secret_in_logs_status_metrics_or_check_config
             .await;
     }
     redis.publish(DEFAULT_CHANNEL, "not json").await;
-    wait_until(
-        Duration::from_secs(10),
-        "2 delivered and 1 dead-lettered",
-        || async {
-            let ep = bridge.endpoint_status("from-env").await;
-            ep["delivered"] == 2 && ep["dead_lettered"] == 1
-        },
-    )
+    wait_until(PATIENCE, "2 delivered and 1 dead-lettered", || async {
+        let ep = bridge.endpoint_status("from-env").await;
+        ep["delivered"] == 2 && ep["dead_lettered"] == 1
+    })
     .await;
     assert_eq!(
         bridge.dlq_entries(&envs).len(),
@@ -70,7 +64,7 @@ async fn a_whole_run_never_shows_a_secret_in_logs_status_metrics_or_check_config
     // Losing Redis makes the bridge log the Redis URL: it must come out redacted.
     redis.kill();
     wait_until(
-        Duration::from_secs(10),
+        PATIENCE,
         "the bridge logs that it cannot reach Redis",
         || async { bridge.full_logs().contains(":***@127.0.0.1") },
     )
@@ -79,7 +73,7 @@ async fn a_whole_run_never_shows_a_secret_in_logs_status_metrics_or_check_config
     bridge.wait_ready().await;
 
     bridge.sigterm();
-    let status = bridge.wait_exit(Duration::from_secs(10)).await;
+    let status = bridge.wait_exit(PATIENCE).await;
     assert!(status.success(), "{status}\n{}", bridge.logs());
     let logs = bridge.full_logs();
     // The run did log its failures; the search below is not over an empty file.
@@ -406,7 +400,7 @@ async fn a_rejected_reload_logs_the_error_without_any_value_of_the_file() {
         std::fs::write(&next, text).unwrap();
         std::fs::rename(&next, bridge.config_path()).unwrap();
         wait_until(
-            Duration::from_secs(15),
+            PATIENCE,
             &format!("the reload naming `{named}` is rejected"),
             || async {
                 bridge
@@ -424,7 +418,7 @@ async fn a_rejected_reload_logs_the_error_without_any_value_of_the_file() {
         "the rejection is an ERROR line:\n{logs}"
     );
     bridge.sigterm();
-    bridge.wait_exit(Duration::from_secs(10)).await;
+    bridge.wait_exit(PATIENCE).await;
     assert_no_canary("the bridge's output", &bridge.full_logs());
 }
 
@@ -501,7 +495,7 @@ async fn rediss_insecure_logs_a_warning_at_start() {
     ) + &endpoint_toml("site", "http://127.0.0.1:9/hook", "");
     let bridge = Bridge::spawn(&toml, &[]);
     wait_until(
-        Duration::from_secs(10),
+        PATIENCE,
         "the bridge warns about #insecure",
         || async {
             bridge
@@ -539,7 +533,7 @@ async fn endpoint_url_credentials_stay_out_of_status_logs_dlq_and_check_config()
         .publish(DEFAULT_CHANNEL, message("model.ready", 1))
         .await;
     wait_until(
-        Duration::from_secs(15),
+        PATIENCE,
         "both endpoints dead-letter the message",
         || async {
             bridge.endpoint_status("answers").await["dead_lettered"] == 1

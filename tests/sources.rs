@@ -3,11 +3,7 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-
-const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 async fn redis_cmd<T: redis::FromRedisValue>(redis: &RedisServer, args: &[&str]) -> T {
     redis::cmd(args[0])
@@ -40,7 +36,7 @@ unwrap_envelope = true
     let bridge = Bridge::start(&config).await;
 
     let _: i64 = redis_cmd(&redis, &["LPUSH", "hokusai:model_ready_queue", envelope]).await;
-    let reqs = rx.wait_for_count(1, SECS(10)).await;
+    let reqs = rx.wait_for_count(1, PATIENCE).await;
     let req = &reqs[0];
     // The payload's bytes exactly as they sit inside the envelope, not re-serialised.
     let start = envelope.find(r#""payload":"#).unwrap() + r#""payload":"#.len();
@@ -55,7 +51,7 @@ unwrap_envelope = true
     assert_eq!(req.json(), parsed["payload"]);
     assert_eq!(req.idempotency_key(), pubsub_key);
     assert_eq!(req.header("x-hokusai-event"), "model_ready_to_deploy");
-    wait_until(SECS(5), "the source list is consumed", || async {
+    wait_until(PATIENCE, "the source list is consumed", || async {
         redis_cmd::<i64>(&redis, &["LLEN", "hokusai:model_ready_queue"]).await == 0
     })
     .await;
@@ -75,7 +71,7 @@ key = "registry-events"
 
     let body = message("model.ready", 1);
     let _: String = redis_cmd(&redis, &["XADD", "registry-events", "*", "body", &body]).await;
-    let reqs = rx.wait_for_count(1, SECS(10)).await;
+    let reqs = rx.wait_for_count(1, PATIENCE).await;
     assert_eq!(&reqs[0].body[..], body.as_bytes(), "{}", bridge.logs());
     assert_eq!(reqs[0].header("x-hokusai-event"), "model.ready");
 }
@@ -93,13 +89,13 @@ async fn the_same_message_published_twice_is_delivered_once() {
     redis.publish(DEFAULT_CHANNEL, body).await;
     // The marker is published after both; once it arrived, the repeat would have too.
     redis.publish(DEFAULT_CHANNEL, message("marker", 99)).await;
-    wait_until(SECS(10), "the marker arrived", || async {
+    wait_until(PATIENCE, "the marker arrived", || async {
         rx.requests()
             .iter()
             .any(|r| r.body.starts_with(b"{\"event_type\":\"marker\""))
     })
     .await;
-    wait_until(SECS(5), "bridge_duplicates_dropped_total is 1", || async {
+    wait_until(PATIENCE, "bridge_duplicates_dropped_total is 1", || async {
         bridge
             .metric_value("bridge_duplicates_dropped_total", &[])
             .await
@@ -125,7 +121,7 @@ async fn with_enable_redis_fallback_a_dead_lettered_body_is_also_pushed_to_the_f
     let body = message("model.ready", 1);
     redis.publish(DEFAULT_CHANNEL, &body).await;
     let fallback = "hokusai:model_ready_queue:webhook-fallback";
-    wait_until(SECS(10), "the fallback list has the body", || async {
+    wait_until(PATIENCE, "the fallback list has the body", || async {
         redis_cmd::<Vec<String>>(&redis, &["LRANGE", fallback, "0", "-1"]).await
             == vec![body.clone()]
     })
@@ -152,7 +148,7 @@ unwrap_envelope = true
     let raw = r#"{"model_id":"m","token_symbol":"t","mlflow_run_id":null,"model_version":"1"}"#;
     let _: i64 = redis_cmd(&redis, &["LPUSH", "hokusai:model_ready_queue", raw]).await;
     wait_until(
-        SECS(10),
+        PATIENCE,
         "the raw item is dead-lettered at ingest",
         || async { redis_cmd::<i64>(&redis, &["XLEN", "t-replay-envelope:dlq"]).await == 1 },
     )

@@ -274,7 +274,7 @@ fn config_for(redis: &RedisServer, prefix: &str) -> String {
 
 /// Waits (10 s at most) until `endpoint` failed at least `n` attempts; `what` names the wait.
 async fn wait_failed(bridge: &Bridge, endpoint: &str, n: u64, what: &str) {
-    wait_until(SECS(10), what, || async {
+    wait_until(PATIENCE, what, || async {
         bridge.endpoint_status(endpoint).await["failed"]
             .as_u64()
             .unwrap_or(0)
@@ -320,7 +320,7 @@ async fn an_endpoint_with_a_private_ca_is_delivered_only_when_the_ca_is_configur
         .publish(DEFAULT_CHANNEL, message("model.ready", 1))
         .await;
 
-    wait_until(SECS(10), "the trusted endpoint got the message", || async {
+    wait_until(PATIENCE, "the trusted endpoint got the message", || async {
         bridge.endpoint_status("trusted").await["delivered"] == 1
     })
     .await;
@@ -389,7 +389,7 @@ async fn mtls_delivers_with_the_client_certificate_and_the_receiver_rejects_a_cl
         .publish(DEFAULT_CHANNEL, message("model.ready", 7))
         .await;
     wait_until(
-        SECS(10),
+        PATIENCE,
         "the endpoint with a client certificate got it",
         || async { bridge.endpoint_status("with-cert").await["delivered"] == 1 },
     )
@@ -456,7 +456,7 @@ async fn a_renewed_ca_file_is_used_after_a_reload_without_a_restart() {
     );
     bridge.sighup();
     wait_until(
-        SECS(10),
+        PATIENCE,
         "the message is delivered with the new CA",
         || async { bridge.endpoint_status("hook").await["delivered"] == 1 },
     )
@@ -656,7 +656,7 @@ impl TlsRedis {
                 ),
                 Err(e) => panic!("cannot start redis-server: {e}"),
             };
-            let deadline = Instant::now() + SECS(10);
+            let deadline = Instant::now() + SECS(30);
             loop {
                 if let Ok(Some(_)) = child.try_wait() {
                     let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -735,7 +735,7 @@ fn config_with_redis(url: &str, redis_extra: &str, prefix: &str) -> String {
 
 /// Publishes until the bridge's subscriber got one (PUBLISH returns the receiver count).
 async fn publish_until_heard(mut publish: impl AsyncFnMut() -> i64) {
-    let deadline = Instant::now() + SECS(10);
+    let deadline = Instant::now() + PATIENCE;
     while publish().await < 1 {
         assert!(Instant::now() < deadline, "no subscriber heard the message");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -757,7 +757,7 @@ async fn the_bridge_reads_and_journals_through_redis_over_tls() {
     let client = redis.client(&pki, None);
     let body = message("model.ready", 42);
     publish_until_heard(async || redis.publish(&client, DEFAULT_CHANNEL, &body).await).await;
-    let got = rx.wait_for_count(1, SECS(10)).await;
+    let got = rx.wait_for_count(1, PATIENCE).await;
     assert_eq!(got[0].body, body.as_bytes());
 
     // The durable queue lives in the TLS Redis too.
@@ -793,7 +793,7 @@ async fn redis_requiring_client_certificates_accepts_the_configured_one() {
     let client = redis.client(&pki, Some(&test_cert));
     let body = message("model.ready", 43);
     publish_until_heard(async || redis.publish(&client, DEFAULT_CHANNEL, &body).await).await;
-    let got = rx.wait_for_count(1, SECS(10)).await;
+    let got = rx.wait_for_count(1, PATIENCE).await;
     assert_eq!(got[0].body, body.as_bytes());
     drop(bridge);
 }
@@ -807,7 +807,7 @@ async fn rediss_without_the_private_ca_is_not_ready() {
         + &endpoint_toml("hook", &rx.url("/hook"), "");
     let bridge = Bridge::spawn(&config, &[]);
     wait_until(
-        SECS(10),
+        PATIENCE,
         "the log tells of the unknown certificate",
         || async { bridge.full_logs().contains("UnknownIssuer") },
     )
@@ -820,7 +820,7 @@ async fn rediss_without_the_private_ca_is_not_ready() {
 /// `/readyz` answers 503 (the admin server starts before the bridge first reaches Redis,
 /// so it answers while Redis is still unreachable).
 async fn assert_not_ready(bridge: &Bridge) {
-    wait_until(SECS(10), "/readyz to answer 503", || async {
+    wait_until(PATIENCE, "/readyz to answer 503", || async {
         bridge.readyz().await == Some(503)
     })
     .await;
@@ -851,10 +851,10 @@ async fn requirepass_through_the_registrys_redis_auth_token_delivers() {
     let bridge = Bridge::start_with_env(&config, &envs).await;
     let body = message("model.ready", 1);
     redis.publish(DEFAULT_CHANNEL, &body).await;
-    let got = rx.wait_for_count(1, SECS(10)).await;
+    let got = rx.wait_for_count(1, PATIENCE).await;
     assert_eq!(got[0].body, body.as_bytes());
     bridge.sigterm();
-    bridge.wait_exit(SECS(10)).await;
+    bridge.wait_exit(PATIENCE).await;
     assert!(
         !bridge.full_logs().contains(PASSWORD),
         "the token is never logged"
@@ -911,7 +911,7 @@ async fn an_acl_user_and_password_in_the_url_delivers_and_a_wrong_password_is_no
         .await
         .unwrap();
     assert_eq!(heard, 1, "the bridge subscribed as the ACL user");
-    let got = rx.wait_for_count(1, SECS(10)).await;
+    let got = rx.wait_for_count(1, PATIENCE).await;
     assert_eq!(got[0].body, body.as_bytes());
     let status = bridge.status_json().await.to_string();
     assert!(!status.contains(PASSWORD), "{status}");
@@ -921,7 +921,7 @@ async fn an_acl_user_and_password_in_the_url_delivers_and_a_wrong_password_is_no
     let config = config_with_redis(&wrong_url, "", "t-acl-wrong")
         + &endpoint_toml("hook", &rx.url("/hook"), "");
     let wrong = Bridge::spawn(&config, &[]);
-    wait_until(SECS(10), "the log tells of the refused login", || async {
+    wait_until(PATIENCE, "the log tells of the refused login", || async {
         wrong
             .full_logs()
             .to_ascii_lowercase()

@@ -11,10 +11,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, watch};
 
 mod endpoints;
+mod redis_version;
 
 pub use endpoints::{
     Applied, EndpointRuntime, EndpointSet, QueueMode, build_endpoint, build_endpoints,
 };
+pub use redis_version::{MIN_REDIS_VERSION, Version, VersionError, check_info, parse_version};
 
 use crate::admin::{self, Status};
 use crate::config::{Config, Durability, LoadOptions, SourceKind};
@@ -204,6 +206,9 @@ pub async fn run(
         })
         .await;
     });
+
+    // An older server would fail only where a source or a queue first uses a newer command.
+    redis_version::require_supported(&mut conn.clone(), &shutdown.token).await?;
 
     // Workers before sources, so that nothing ingest queues waits for a consumer.
     let endpoints = EndpointSet::start(

@@ -628,7 +628,7 @@ mod tests {
 
     const FIXTURES: &str = include_str!(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/signatures.json"
+        "/tests/fixtures/signatures.json"
     ));
 
     fn fixtures() -> Value {

@@ -44,6 +44,11 @@ pub fn require_redis_server() {
 /// How often [`wait_until`] looks again.
 const POLL: Duration = Duration::from_millis(25);
 
+/// How long a test waits for something that must happen: generous, because it only bounds a
+/// hang. The machine running the tests may be small and busy; a wait ends as soon as its
+/// condition holds, so a long deadline costs nothing when things work.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
 // ---------------------------------------------------------------------------------------
 // Generic helpers
 // ---------------------------------------------------------------------------------------
@@ -74,11 +79,11 @@ where
     }
 }
 
-/// `../shared/fixtures/signatures.json`.
+/// `tests/fixtures/signatures.json`: the signature and idempotency-key vectors.
 pub fn fixtures() -> serde_json::Value {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/signatures.json"
+        "/tests/fixtures/signatures.json"
     );
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"))
@@ -237,7 +242,7 @@ impl RedisServer {
             Err(e) => panic!("cannot start redis-server: {e}"),
         };
         let mut proc = Proc { child };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(_)) = proc.child.try_wait() {
                 return false;
@@ -253,7 +258,7 @@ impl RedisServer {
             if Instant::now() >= deadline {
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 panic!(
-                    "redis-server on port {} did not answer PING within 10 s; log:\n{}",
+                    "redis-server on port {} did not answer PING within 30 s; log:\n{}",
                     self.port,
                     tail(&text, 30)
                 );
@@ -294,7 +299,7 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         // The old socket may linger for a moment; redis sets SO_REUSEADDR, retry briefly.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while !self.spawn() {
             assert!(
                 Instant::now() < deadline,
@@ -632,10 +637,22 @@ impl Bridge {
     }
 
     /// Like [`Bridge::start`], with extra environment variables.
+    ///
+    /// The admin port in the config was free when the config was written; another process
+    /// may have taken it since. Then the bridge exits at once saying so, and it is started
+    /// again on another free port (the config file it runs with says which).
     pub async fn start_with_env(config_toml: &str, envs: &[(&str, &str)]) -> Self {
-        let b = Self::spawn(config_toml, envs);
-        b.wait_ready().await;
-        b
+        let mut config = config_toml.to_string();
+        for _ in 0..5 {
+            let b = Self::spawn(&config, envs);
+            if b.wait_ready_or_port_taken().await {
+                return b;
+            }
+            let taken = format!("\"{}\"", b.admin);
+            let fresh = format!("\"127.0.0.1:{}\"", free_port());
+            config = config.replacen(&taken, &fresh, 1);
+        }
+        panic!("the bridge could not bind a free admin port after 5 tries");
     }
 
     /// Starts `run` without waiting for it to be ready.
@@ -698,14 +715,32 @@ impl Bridge {
         }
     }
 
-    /// Waits (10 s at most) until `GET /readyz` answers 200.
+    /// Waits ([`PATIENCE`] at most) until `GET /readyz` answers 200.
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        if !self.wait_ready_or_port_taken().await {
+            panic!(
+                "the bridge could not bind its admin port {}; logs:\n{}",
+                self.admin,
+                self.logs()
+            );
+        }
+    }
+
+    /// Like [`Bridge::wait_ready`], but false when the bridge exited because its admin port
+    /// was taken.
+    async fn wait_ready_or_port_taken(&self) -> bool {
+        let deadline = Instant::now() + PATIENCE;
         loop {
-            if self.readyz().await == Some(200) {
-                return;
+            // Its own /readyz: the process must still run (another process could answer on a
+            // port it failed to bind).
+            if self.readyz().await == Some(200) && self.exited().is_none() {
+                return true;
             }
             if let Some(status) = self.exited() {
+                // "Address already in use" from binding admin.listen.
+                if self.full_logs().contains("already in use") {
+                    return false;
+                }
                 panic!(
                     "the bridge exited ({status}) before it was ready; logs:\n{}",
                     self.logs()
@@ -713,7 +748,7 @@ impl Bridge {
             }
             if Instant::now() >= deadline {
                 panic!(
-                    "the bridge was not ready within 10 s; logs:\n{}",
+                    "the bridge was not ready within {PATIENCE:?}; logs:\n{}",
                     self.logs()
                 );
             }
@@ -968,8 +1003,19 @@ pub struct ReceiveCmd {
 }
 
 impl ReceiveCmd {
-    /// Starts `receive --listen 127.0.0.1:<free port> <args>` and waits until it listens.
+    /// Starts `receive --listen 127.0.0.1:<free port> <args>` and waits until it listens; on
+    /// another port when a parallel process took the first one meanwhile.
     pub async fn start(args: &[&str]) -> Self {
+        for _ in 0..5 {
+            if let Some(me) = Self::try_start(args).await {
+                return me;
+            }
+        }
+        panic!("`receive` could not bind a free port after 5 tries");
+    }
+
+    /// None when `receive` exited because its port was taken.
+    async fn try_start(args: &[&str]) -> Option<Self> {
         let dir = TempDir::new().expect("tempdir for receive");
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
@@ -981,17 +1027,30 @@ impl ReceiveCmd {
             .stderr(File::create(dir.path().join("stderr.log")).expect("stderr.log"))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {BIN} receive: {e}"));
-        let me = Self {
+        let mut me = Self {
             proc: Proc { child },
             dir,
             port,
         };
-        let what = format!("`receive` listens on {listen}");
-        wait_until(Duration::from_secs(10), &what, || async {
-            me.stderr().contains("listening on") && TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .await;
-        me
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if me.stderr().contains("listening on")
+                && TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
+                return Some(me);
+            }
+            if let Ok(Some(status)) = me.proc.child.try_wait() {
+                if me.stderr().contains("already in use") {
+                    return None;
+                }
+                panic!("`receive` on {listen} exited ({status}) before it listened");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`receive` did not listen on {listen} within {PATIENCE:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     /// Its stdout so far.
