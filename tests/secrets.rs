@@ -494,16 +494,12 @@ async fn rediss_insecure_logs_a_warning_at_start() {
         "info",
     ) + &endpoint_toml("site", "http://127.0.0.1:9/hook", "");
     let bridge = Bridge::spawn(&toml, &[]);
-    wait_until(
-        PATIENCE,
-        "the bridge warns about #insecure",
-        || async {
-            bridge
-                .full_logs()
-                .lines()
-                .any(|l| l.contains("WARN") && l.contains("#insecure"))
-        },
-    )
+    wait_until(PATIENCE, "the bridge warns about #insecure", || async {
+        bridge
+            .full_logs()
+            .lines()
+            .any(|l| l.contains("WARN") && l.contains("#insecure"))
+    })
     .await;
     bridge.kill();
     assert_no_canary("the bridge's output", &bridge.full_logs());
