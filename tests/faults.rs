@@ -140,13 +140,9 @@ async fn non_json_and_oversized_messages_are_dead_lettered_with_the_reason_and_d
 
     let reqs = rx.wait_for_count(1, PATIENCE).await;
     assert_eq!(reqs[0].json()["n"], 3, "{}", bridge.logs());
-    let mut entries = Vec::new();
-    wait_until(PATIENCE, "the DLQ holds the two rejected messages", || {
-        entries = bridge.dlq_entries(&[]);
-        let n = entries.len();
-        async move { n >= 2 }
-    })
-    .await;
+    let entries = bridge
+        .wait_for_dlq_entries(2, "the DLQ holds the two rejected messages")
+        .await;
     assert_eq!(entries.len(), 2, "{entries:?}");
     let find = |body: &str| {
         entries

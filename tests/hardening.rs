@@ -191,13 +191,9 @@ async fn invalid_utf8_and_deep_nesting_are_dead_lettered_not_delivered() {
 
     let reqs = rx.wait_for_count(1, PATIENCE).await;
     assert_eq!(reqs[0].json()["n"], 7, "{}", bridge.logs());
-    let mut entries = Vec::new();
-    wait_until(PATIENCE, "the DLQ holds the two rejected messages", || {
-        entries = bridge.dlq_entries(&[]);
-        let n = entries.len();
-        async move { n >= 2 }
-    })
-    .await;
+    let entries = bridge
+        .wait_for_dlq_entries(2, "the DLQ holds the two rejected messages")
+        .await;
     assert_eq!(entries.len(), 2, "{entries:#?}");
     let reasons: Vec<&str> = entries
         .iter()
@@ -538,13 +534,9 @@ async fn an_oversized_item_is_dead_lettered_as_prefix_size_and_digest() {
         .await
         .expect("LPUSH");
 
-    let mut entries = Vec::new();
-    wait_until(PATIENCE, "the oversized item is dead-lettered", || {
-        entries = bridge.dlq_entries(&[]);
-        let n = entries.len();
-        async move { n >= 1 }
-    })
-    .await;
+    let entries = bridge
+        .wait_for_dlq_entries(1, "the oversized item is dead-lettered")
+        .await;
     assert_eq!(entries.len(), 1, "{entries:#?}");
     let e = &entries[0];
     assert!(

@@ -916,6 +916,19 @@ impl Bridge {
             })
             .collect()
     }
+
+    /// Waits (up to [`PATIENCE`]) until `dlq list` shows at least `n` entries and returns
+    /// them all, so the caller can also assert that no more than `n` arrived.
+    pub async fn wait_for_dlq_entries(&self, n: usize, what: &str) -> Vec<serde_json::Value> {
+        let mut entries = Vec::new();
+        wait_until(PATIENCE, what, || {
+            entries = self.dlq_entries(&[]);
+            let len = entries.len();
+            async move { len >= n }
+        })
+        .await;
+        entries
+    }
 }
 
 impl Drop for Bridge {
