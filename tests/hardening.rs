@@ -215,6 +215,23 @@ async fn invalid_utf8_and_deep_nesting_are_dead_lettered_not_delivered() {
         assert_eq!(e["stage"], "ingest", "{e}");
     }
     assert_eq!(rx.requests().len(), 1, "only the valid message was POSTed");
+
+    // Replay applies the same checks: both are skipped with the reason and stay.
+    let out = bridge.cli(&["dlq", "replay", "--all"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("still cannot be ingested").count(),
+        2,
+        "{}",
+        show(&out)
+    );
+    assert_eq!(
+        rx.requests().len(),
+        1,
+        "replay POSTed nothing: {}",
+        show(&out)
+    );
+    assert_eq!(bridge.dlq_entries(&[]).len(), 2, "both entries stay");
 }
 
 /// Idle attackers against one HTTP server: `holders` connections that each send half a
@@ -567,6 +584,16 @@ async fn an_oversized_item_is_dead_lettered_as_prefix_size_and_digest() {
         text.len()
     );
     assert!(rx.requests().is_empty(), "nothing was POSTed");
+
+    // Replay must not send the stored prefix as if it were the message.
+    let out = bridge.cli(&["dlq", "replay", "--all"], &[]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only a prefix of its"),
+        "{}",
+        show(&out)
+    );
+    assert!(rx.requests().is_empty(), "replay POSTed nothing");
+    assert_eq!(bridge.dlq_entries(&[]).len(), 1, "the entry stays");
 }
 
 /// `[dlq] max_entries` and `max_age`: each write trims the oldest entries beyond the limits,

@@ -212,6 +212,16 @@ async fn replay(
     let mut skipped = 0u64;
     let mut queued = 0u64;
     for e in &entries {
+        // Only a prefix of an oversized body is kept: delivering it would send a body the
+        // publisher never sent. The digest and size identify the original for the operator.
+        if let Some(t) = &e.truncated {
+            eprintln!(
+                "{}: skipped: only a prefix of its {}-byte body (sha256 {}) is stored; left in place",
+                e.id, t.body_size, t.body_sha256
+            );
+            skipped += 1;
+            continue;
+        }
         let received_at = UNIX_EPOCH + Duration::from_millis(e.received_at_ms);
         // An ingest entry with an endpoint was parsed already (a full memory queue): its body
         // and key are final, like a delivery entry's. Without one it holds the raw message.
@@ -250,13 +260,16 @@ async fn replay(
                     continue;
                 }
             };
-            match ingest::parse(
-                &e.body,
-                &e.channel,
-                unwrap_envelope,
-                &ingest_settings.key_fields,
-                ingest_settings.max_payload_bytes,
-            ) {
+            // The same checks, in the same order, as the ingest step that dead-lettered it.
+            match ingest::validate(&e.body, ingest_settings.max_json_depth).and_then(|()| {
+                ingest::parse(
+                    &e.body,
+                    &e.channel,
+                    unwrap_envelope,
+                    &ingest_settings.key_fields,
+                    ingest_settings.max_payload_bytes,
+                )
+            }) {
                 Ok(p) => Message {
                     idempotency_key: p.idempotency_key,
                     event_type: p.event_type,
