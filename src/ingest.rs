@@ -21,12 +21,13 @@ use uuid::Uuid;
 
 use crate::config::{EndpointConfig, TargetConfig, TargetKind};
 use crate::delivery::EndpointState;
-use crate::dlq::{DeadLetter, Dlq, Stage, unix_ms};
+use crate::dlq::{DeadLetter, Dlq, Stage};
 use crate::queue::memory::Full;
 use crate::queue::redis::{JOURNAL_LUA, JournalEndpoint, journal_cmd};
 use crate::queue::{Job, Queue};
 use crate::source::Received;
 use crate::telemetry::metric;
+use crate::util::time::unix_ms;
 
 /// A message after ingest, shared by all the jobs it fans out to.
 #[derive(Debug)]

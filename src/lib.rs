@@ -30,6 +30,7 @@
 //! - [`telemetry`]: log subscriber (json/text, reloadable level), metric names and the
 //!   Prometheus registry, CloudWatch EMF lines, OTLP trace export and `traceparent`.
 //! - [`shutdown`]: one cancellation signal for every task and a drain with a deadline.
+//! - [`util`]: helpers that belong to no stage — unix milliseconds and RFC 3339 ([`util::time`]).
 //! - [`bridge`]: the `run` command — wires the stages, keeps the live endpoint set that a
 //!   reload updates, and shuts down in order.
 //! - [`commands`]: every other CLI command (`check-config`, `sign`, `verify`, `receive`,
@@ -51,6 +52,7 @@ pub mod queue;
 pub mod shutdown;
 pub mod source;
 pub mod telemetry;
+pub mod util;
 
 /// The version string sent in `User-Agent` and reported by `/status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -512,7 +512,7 @@ pub mod emf {
         circuit: u64,
         now: SystemTime,
     ) -> String {
-        let ts = crate::dlq::unix_ms(now);
+        let ts = crate::util::time::unix_ms(now);
         json!({
             "_aws": {
                 "Timestamp": ts,

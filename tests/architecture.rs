@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("shutdown", 0),
     ("http_server", 0),
     ("key_render", 0),
+    ("util", 0),
     ("config", 1),
     ("telemetry", 2),
     // The pipeline, in order.
@@ -52,18 +53,16 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("config", "delivery"),    // Signer, install_crypto_provider, is_public
     ("control", "commands"),   // scan of keys through commands::control
     ("delivery", "cli"),       // cli::Scheme
-    ("delivery", "dlq"),       // Dlq, Stage; time helpers in dlq
+    ("delivery", "dlq"),       // Dlq, Stage
     ("dlq", "bridge"),         // bridge::redis_address for error messages
     ("ingest", "bridge"),      // redis_manager, redis_address
     ("ingest", "delivery"),    // EndpointState, the per-endpoint counters
-    ("ingest", "dlq"),         // DeadLetter, Dlq, Stage, unix_ms
+    ("ingest", "dlq"),         // DeadLetter, Dlq, Stage
     ("ingest", "queue"),       // the journal is written by ingest
     ("queue", "bridge"),       // bridge::redis_address
-    ("queue", "dlq"),          // time helpers in dlq
     ("source", "bridge"),      // bridge::redis_address
     ("source", "queue"),       // reply parsing in queue::redis
     ("telemetry", "delivery"), // EndpointState for EMF, install_crypto_provider for OTLP
-    ("telemetry", "dlq"),      // time helpers in dlq
 ];
 
 /// Every `.rs` file under `dir`, sorted.

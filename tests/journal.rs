@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use common::*;
 use redis::aio::ConnectionManager;
-use redis_webhook_bridge::dlq::unix_ms;
+use redis_webhook_bridge::util::time::unix_ms;
 use redis_webhook_bridge::ingest::Message;
 use redis_webhook_bridge::queue::Job;
 use redis_webhook_bridge::queue::redis::{

@@ -122,7 +122,7 @@ pub fn encode_meta(
     push_part(out, msg.event_type.as_bytes());
     push_part(out, msg.source.as_bytes());
     push_part(out, msg.channel.as_bytes());
-    push_num_part(out, crate::dlq::unix_ms(msg.received_at));
+    push_num_part(out, crate::util::time::unix_ms(msg.received_at));
     push_part(out, msg.traceparent.as_deref().unwrap_or("").as_bytes());
     push_num_part(out, attempts.into());
     match last_status {
@@ -1023,7 +1023,7 @@ pub async fn heartbeat(conn: ConnectionManager, key: String, shutdown: Cancellat
 }
 
 fn now_ms() -> u64 {
-    crate::dlq::unix_ms(SystemTime::now())
+    crate::util::time::unix_ms(SystemTime::now())
 }
 
 /// A stream entry's fields.
