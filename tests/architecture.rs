@@ -49,10 +49,8 @@ const LAYERS: &[(&str, u8)] = &[
 /// it. The restructure of the modules removes them (the piece moves down to where both
 /// sides can reach it); none may be added.
 const KNOWN_UPWARD: &[(&str, &str)] = &[
-    ("config", "cli"),         // cli::Scheme, the signature scheme enum
     ("config", "delivery"),    // Signer, install_crypto_provider, is_public
     ("control", "commands"),   // scan of keys through commands::control
-    ("delivery", "cli"),       // cli::Scheme
     ("delivery", "dlq"),       // Dlq, Stage
     ("dlq", "bridge"),         // bridge::redis_address for error messages
     ("ingest", "bridge"),      // redis_manager, redis_address

@@ -10,6 +10,7 @@ mod duration;
 mod error;
 mod raw;
 mod redact;
+mod scheme;
 pub mod secret;
 mod tls;
 pub mod watch;
@@ -28,10 +29,9 @@ use url::Url;
 pub use duration::Dur;
 pub use raw::RawConfig;
 pub use redact::{redact_endpoint_url, redact_url};
+pub use scheme::Scheme;
 pub use secret::{Secret, SecretError};
 pub use tls::{TlsKeys, TlsMaterial};
-
-use crate::cli::Scheme;
 
 /// Everything that can be wrong with a configuration. Each message names the key (or
 /// variable, or file) and never a secret.

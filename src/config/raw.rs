@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Secret;
 use super::duration::Dur;
-use crate::cli::Scheme;
+use super::Scheme;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize, Serialize)]
