@@ -277,13 +277,13 @@ impl Dlq {
                         tracing::error!(
                             endpoint = %dl.endpoint,
                             idempotency_key = %dl.idempotency_key,
-                            redis = %crate::bridge::redis_address(),
+                            redis = %crate::redis::redis_address(),
                             error = %e,
                             "cannot write to the dead-letter stream; this message is lost"
                         );
                         return None;
                     }
-                    tracing::warn!(endpoint = %dl.endpoint, idempotency_key = %dl.idempotency_key, redis = %crate::bridge::redis_address(), error = %e, "dead-letter write failed; retrying");
+                    tracing::warn!(endpoint = %dl.endpoint, idempotency_key = %dl.idempotency_key, redis = %crate::redis::redis_address(), error = %e, "dead-letter write failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }

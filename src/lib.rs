@@ -8,6 +8,8 @@
 //! - [`config`]: figment layering (defaults → TOML → legacy variables → `BRIDGE_*` → flags),
 //!   secret references (`env:`, `file:`), TLS files, validation into checked types, and the
 //!   reload triggers (SIGHUP, file change) in [`config::watch`].
+//! - [`redis`](crate::redis): the Redis plumbing every stage shares — connections with
+//!   bounded timeouts and the address that error lines name, this replica's consumer name.
 //! - [`source`]: Redis readers — `pubsub` (reconnects with backoff, counts gaps), `list`
 //!   (atomic move into a processing list) and `stream` (consumer group) — yielding
 //!   [`source::Received`] messages.
@@ -49,6 +51,7 @@ pub mod http_server;
 pub mod ingest;
 pub mod key_render;
 pub mod queue;
+pub mod redis;
 pub mod shutdown;
 pub mod source;
 pub mod telemetry;

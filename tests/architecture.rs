@@ -30,6 +30,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("key_render", 0),
     ("util", 0),
     ("config", 1),
+    ("redis", 2),
     ("telemetry", 2),
     // The pipeline, in order.
     ("control", 3),
@@ -52,13 +53,9 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("config", "delivery"),    // Signer, install_crypto_provider, is_public
     ("control", "commands"),   // scan of keys through commands::control
     ("delivery", "dlq"),       // Dlq, Stage
-    ("dlq", "bridge"),         // bridge::redis_address for error messages
-    ("ingest", "bridge"),      // redis_manager, redis_address
     ("ingest", "delivery"),    // EndpointState, the per-endpoint counters
     ("ingest", "dlq"),         // DeadLetter, Dlq, Stage
     ("ingest", "queue"),       // the journal is written by ingest
-    ("queue", "bridge"),       // bridge::redis_address
-    ("source", "bridge"),      // bridge::redis_address
     ("source", "queue"),       // reply parsing in queue::redis
     ("telemetry", "delivery"), // EndpointState for EMF, install_crypto_provider for OTLP
 ];

@@ -5,7 +5,7 @@ use anyhow::Context;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::bridge::redis_manager;
+use crate::redis::redis_manager;
 use crate::config::{Config, SourceKind};
 use crate::control::{self, PauseInfo};
 use crate::queue::QueueCounts;

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::bridge::{QueueMode, build_endpoints, redis_manager};
+use crate::bridge::{QueueMode, build_endpoints};
+use crate::redis::redis_manager;
 use crate::cli::DlqCommand;
 use crate::config::Config;
 use crate::dlq::{DeadLetter, Dlq, Stage};

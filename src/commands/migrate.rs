@@ -12,7 +12,7 @@ use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::bridge::redis_manager;
+use crate::redis::redis_manager;
 use crate::cli::Format;
 use crate::config::{Config, Durability, SourceKind};
 use crate::ingest;

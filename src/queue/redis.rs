@@ -668,7 +668,7 @@ impl RedisQueue {
                         tracing::warn!(stream = %self.keys.stream, "consumer group missing (Redis restarted without persistence?); recreating");
                         let _ = self.ensure_group().await;
                     } else {
-                        tracing::warn!(stream = %self.keys.stream, redis = %crate::bridge::redis_address(), error = %e, "reading the queue failed; retrying");
+                        tracing::warn!(stream = %self.keys.stream, redis = %crate::redis::redis_address(), error = %e, "reading the queue failed; retrying");
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
                             _ = shutdown.cancelled() => break,
@@ -864,7 +864,7 @@ impl RedisQueue {
                 Err(e) => {
                     // Keep them: an unacknowledged entry would be delivered again after a
                     // restart; retrying the ack avoids that duplicate.
-                    tracing::warn!(stream = %self.keys.stream, redis = %crate::bridge::redis_address(), error = %e, pending_acks = batch.len(), "acknowledging failed; retrying");
+                    tracing::warn!(stream = %self.keys.stream, redis = %crate::redis::redis_address(), error = %e, pending_acks = batch.len(), "acknowledging failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     if stopping {
                         // Give up after a few tries at shutdown; the entries will be redelivered.
