@@ -9,7 +9,8 @@
 //!   secret references (`env:`, `file:`), TLS files, validation into checked types, and the
 //!   reload triggers (SIGHUP, file change) in [`config::watch`].
 //! - [`redis`](crate::redis): the Redis plumbing every stage shares — connections with
-//!   bounded timeouts and the address that error lines name, this replica's consumer name.
+//!   bounded timeouts and the address that error lines name, this replica's consumer name,
+//!   the minimum server version.
 //! - [`source`]: Redis readers — `pubsub` (reconnects with backoff, counts gaps), `list`
 //!   (atomic move into a processing list) and `stream` (consumer group) — yielding
 //!   [`source::Received`] messages.

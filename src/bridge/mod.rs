@@ -10,12 +10,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{mpsc, watch};
 
 mod endpoints;
-mod redis_version;
 
 pub use endpoints::{
     Applied, EndpointRuntime, EndpointSet, QueueMode, build_endpoint, build_endpoints,
 };
-pub use redis_version::{MIN_REDIS_VERSION, Version, VersionError, check_info, parse_version};
 
 use crate::admin::{self, Status};
 use crate::config::{Config, Durability, LoadOptions, SourceKind};
@@ -150,7 +148,7 @@ pub async fn run(
     });
 
     // An older server would fail only where a source or a queue first uses a newer command.
-    redis_version::require_supported(&mut conn.clone(), &shutdown.token).await?;
+    crate::redis::version::require_supported(&mut conn.clone(), &shutdown.token).await?;
 
     // Workers before sources, so that nothing ingest queues waits for a consumer.
     let endpoints = EndpointSet::start(

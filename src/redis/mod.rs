@@ -1,10 +1,12 @@
-//! The Redis plumbing every stage shares: opening connections ([`connect`]) and the
-//! consumer name of this replica.
+//! The Redis plumbing every stage shares: opening connections and the consumer name of this
+//! replica ([`connect`]), and the oldest server version the bridge runs against
+//! ([`version`]).
 //!
 //! Named after the external `redis` crate it wraps: inside this crate, `redis::…` is always
 //! the external crate and `crate::redis::…` this module, so every reference to this module
 //! is written with the `crate::` prefix.
 
 pub mod connect;
+pub mod version;
 
 pub use connect::{consumer_name, redis_address, redis_manager, redis_reader};
