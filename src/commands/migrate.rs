@@ -16,7 +16,8 @@ use crate::redis::redis_manager;
 use crate::cli::Format;
 use crate::config::{Config, Durability, SourceKind};
 use crate::ingest;
-use crate::queue::redis::{LedgerKeys, parse_entries};
+use crate::queue::redis::LedgerKeys;
+use crate::redis::reply::parse_entries;
 
 // ----------------------------------------------------------------------------- plan
 

@@ -15,7 +15,6 @@
 //! Each worker prefetches at most `concurrency` jobs, so memory stays flat however long the
 //! backlog in Redis grows.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::Job;
 use crate::ingest::Message;
+use crate::redis::reply::{
+    Fields, as_bytes, as_string, as_u64, fields_of, parse_entries, pending_consumers, pending_ids,
+    raw_read_reply,
+};
 use crate::shutdown::Ticker;
 
 /// The consumer group every replica joins.
@@ -1026,115 +1029,6 @@ fn now_ms() -> u64 {
     crate::util::time::unix_ms(SystemTime::now())
 }
 
-/// A stream entry's fields.
-pub type Fields = HashMap<String, Vec<u8>>;
-
-fn as_bytes(v: &Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b.clone()),
-        Value::SimpleString(s) => Some(s.as_bytes().to_vec()),
-        Value::Int(i) => Some(i.to_string().into_bytes()),
-        _ => None,
-    }
-}
-
-fn as_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(i) => u64::try_from(*i).ok(),
-        other => as_bytes(other)
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse().ok()),
-    }
-}
-
-fn as_string(v: &Value) -> Option<String> {
-    as_bytes(v).and_then(|b| String::from_utf8(b).ok())
-}
-
-/// A string reply, taking its buffer.
-fn into_string(v: Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
-        other => as_string(&other),
-    }
-}
-
-/// `[[id, [f, v, …]], …]` (or `[id, nil]` for deleted entries), each entry's field/value list
-/// as it came.
-fn raw_entries(v: Value) -> Vec<(String, Option<Vec<Value>>)> {
-    let Value::Array(items) = v else {
-        return Vec::new();
-    };
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let Value::Array(mut pair) = item else {
-            continue;
-        };
-        if pair.is_empty() {
-            continue;
-        }
-        let fields_v = if pair.len() > 1 {
-            pair.swap_remove(1)
-        } else {
-            Value::Nil
-        };
-        let Some(id) = into_string(pair.swap_remove(0)) else {
-            continue;
-        };
-        let fields = match fields_v {
-            Value::Array(kv) => Some(kv),
-            _ => None,
-        };
-        out.push((id, fields));
-    }
-    out
-}
-
-/// An entry's field/value list as a map (the last value wins).
-fn fields_of(kv: Vec<Value>) -> Fields {
-    let mut m = HashMap::with_capacity(kv.len() / 2);
-    let mut it = kv.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        if let (Some(k), Value::BulkString(v)) = (into_string(k), v) {
-            m.insert(k, v);
-        }
-    }
-    m
-}
-
-/// `[[id, [f, v, …]], …]` (or `[id, nil]` for deleted entries).
-pub fn parse_entries(v: Value) -> Vec<(String, Option<Fields>)> {
-    raw_entries(v)
-        .into_iter()
-        .map(|(id, kv)| (id, kv.map(fields_of)))
-        .collect()
-}
-
-/// The entries of an XREADGROUP reply: `[[stream, entries]]` (RESP2) or a map (RESP3); nil
-/// on timeout.
-fn raw_read_reply(v: Value) -> Vec<(String, Option<Vec<Value>>)> {
-    match v {
-        Value::Array(streams) => streams
-            .into_iter()
-            .flat_map(|s| match s {
-                Value::Array(mut kv) if kv.len() == 2 => raw_entries(kv.swap_remove(1)),
-                _ => Vec::new(),
-            })
-            .collect(),
-        Value::Map(kv) => kv.into_iter().flat_map(|(_, e)| raw_entries(e)).collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// XREADGROUP reply: `[[stream, entries]]` (RESP2) or a map (RESP3); nil on timeout.
-pub fn parse_read_reply(v: Value) -> Vec<(String, Option<Fields>)> {
-    raw_read_reply(v)
-        .into_iter()
-        .map(|(id, kv)| (id, kv.map(fields_of)))
-        .collect()
-}
-
 /// One entry of a queue read.
 #[derive(Debug)]
 pub enum Read {
@@ -1173,38 +1067,6 @@ fn job_from_values(id: String, kv: Vec<Value>) -> Job {
         Ok(four) => job_from_fields(id, fields_of(four.into())),
         Err(kv) => job_from_fields(id, fields_of(kv)),
     }
-}
-
-/// XPENDING summary: `[count, min, max, [[consumer, count], …]]`.
-fn pending_consumers(v: &Value) -> Vec<(String, u64)> {
-    let Value::Array(parts) = v else {
-        return Vec::new();
-    };
-    let Some(Value::Array(consumers)) = parts.get(3) else {
-        return Vec::new();
-    };
-    consumers
-        .iter()
-        .filter_map(|c| match c {
-            Value::Array(pair) if pair.len() == 2 => {
-                Some((as_string(&pair[0])?, as_u64(&pair[1])?))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-/// XPENDING extended: `[[id, consumer, idle, deliveries], …]`.
-fn pending_ids(v: &Value) -> Vec<String> {
-    let Value::Array(rows) = v else {
-        return Vec::new();
-    };
-    rows.iter()
-        .filter_map(|r| match r {
-            Value::Array(cols) => cols.first().and_then(as_string),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The job an entry holds, in either format; takes the fields' buffers instead of copying
