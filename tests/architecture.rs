@@ -51,7 +51,6 @@ const LAYERS: &[(&str, u8)] = &[
 /// sides can reach it); none may be added.
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("config", "delivery"),    // Signer, install_crypto_provider, is_public
-    ("control", "commands"),   // scan of keys through commands::control
     ("delivery", "dlq"),       // Dlq, Stage
     ("ingest", "delivery"),    // EndpointState, the per-endpoint counters
     ("ingest", "dlq"),         // DeadLetter, Dlq, Stage

@@ -249,6 +249,6 @@ fn connect(cfg: &Config) -> anyhow::Result<ConnectionManager> {
 }
 
 /// Every key matching `pattern`.
-pub async fn scan(conn: &mut ConnectionManager, pattern: &str) -> redis::RedisResult<Vec<String>> {
-    crate::queue::redis::scan_keys(conn, pattern, None, usize::MAX).await
+async fn scan(conn: &mut ConnectionManager, pattern: &str) -> redis::RedisResult<Vec<String>> {
+    crate::redis::keys::scan_keys(conn, pattern, None, usize::MAX).await
 }

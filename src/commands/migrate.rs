@@ -204,7 +204,7 @@ pub async fn plan(cfg: &Config, format: Format) -> anyhow::Result<i32> {
 }
 
 async fn scan_type(conn: &mut ConnectionManager, kind: &str) -> redis::RedisResult<Vec<String>> {
-    let mut keys = crate::queue::redis::scan_keys(conn, "*", Some(kind), MAX_KEYS).await?;
+    let mut keys = crate::redis::keys::scan_keys(conn, "*", Some(kind), MAX_KEYS).await?;
     keys.sort();
     Ok(keys)
 }

@@ -1,5 +1,5 @@
 //! The Redis plumbing every stage shares: opening connections and the consumer name of this
-//! replica ([`connect`]), reading replies ([`reply`]), and the oldest server version the bridge runs against
+//! replica ([`connect`]), reading replies ([`reply`]), finding keys ([`keys`]), and the oldest server version the bridge runs against
 //! ([`version`]).
 //!
 //! Named after the external `redis` crate it wraps: inside this crate, `redis::…` is always
@@ -7,6 +7,7 @@
 //! is written with the `crate::` prefix.
 
 pub mod connect;
+pub mod keys;
 pub mod reply;
 pub mod version;
 
