@@ -55,7 +55,6 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("ingest", "delivery"),    // EndpointState, the per-endpoint counters
     ("ingest", "dlq"),         // DeadLetter, Dlq, Stage
     ("ingest", "queue"),       // the journal is written by ingest
-    ("source", "queue"),       // reply parsing in queue::redis
     ("telemetry", "delivery"), // EndpointState for EMF, install_crypto_provider for OTLP
 ];
 

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Received, SourceAck, SourceState, connection_lost};
 use crate::config::SourceConfig;
-use crate::queue::redis::claim_dead_consumers;
+use crate::redis::group::claim_dead_consumers;
 use crate::redis::reply::{Fields, parse_read_reply};
 use crate::telemetry::metric;
 
