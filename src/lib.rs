@@ -33,7 +33,9 @@
 //! - [`telemetry`]: log subscriber (json/text, reloadable level), metric names and the
 //!   Prometheus registry, CloudWatch EMF lines, OTLP trace export and `traceparent`.
 //! - [`shutdown`]: one cancellation signal for every task and a drain with a deadline.
-//! - [`util`]: helpers that belong to no stage — unix milliseconds and RFC 3339 ([`util::time`]).
+//! - [`util`]: helpers that belong to no stage — unix milliseconds and RFC 3339
+//!   ([`util::time`]), which addresses a webhook may reach and the rustls provider
+//!   ([`util::net`]).
 //! - [`bridge`]: the `run` command — wires the stages, keeps the live endpoint set that a
 //!   reload updates, and shuts down in order.
 //! - [`commands`]: every other CLI command (`check-config`, `sign`, `verify`, `receive`,

@@ -50,12 +50,12 @@ const LAYERS: &[(&str, u8)] = &[
 /// it. The restructure of the modules removes them (the piece moves down to where both
 /// sides can reach it); none may be added.
 const KNOWN_UPWARD: &[(&str, &str)] = &[
-    ("config", "delivery"),    // Signer, install_crypto_provider, is_public
+    ("config", "delivery"),    // Signer, built to check an endpoint's secrets
     ("delivery", "dlq"),       // Dlq, Stage
     ("ingest", "delivery"),    // EndpointState, the per-endpoint counters
     ("ingest", "dlq"),         // DeadLetter, Dlq, Stage
     ("ingest", "queue"),       // the journal is written by ingest
-    ("telemetry", "delivery"), // EndpointState for EMF, install_crypto_provider for OTLP
+    ("telemetry", "delivery"), // EndpointState for EMF
 ];
 
 /// Every `.rs` file under `dir`, sorted.

@@ -165,7 +165,7 @@ impl RedisUrl {
     /// `AUTH user pass`).
     pub fn client(&self) -> redis::RedisResult<redis::Client> {
         // rustls (used for rediss://) needs the process-wide provider before any handshake.
-        crate::delivery::client::install_crypto_provider();
+        crate::util::net::install_crypto_provider();
         match &self.tls {
             Some(tls) if self.is_tls() => redis::Client::build_with_tls(
                 self.expose(),
@@ -795,10 +795,10 @@ impl Config {
             let port = url.port_or_known_default().unwrap_or(443);
             let what = match url.host() {
                 Some(url::Host::Ipv4(ip)) => {
-                    (!crate::delivery::client::is_public(ip.into())).then_some("is")
+                    (!crate::util::net::is_public(ip.into())).then_some("is")
                 }
                 Some(url::Host::Ipv6(ip)) => {
-                    (!crate::delivery::client::is_public(ip.into())).then_some("is")
+                    (!crate::util::net::is_public(ip.into())).then_some("is")
                 }
                 Some(url::Host::Domain(name)) => {
                     // A slow resolver must not hold up a start: no answer in 5 s passes.
@@ -809,7 +809,7 @@ impl Config {
                             (!addrs.is_empty()
                                 && addrs
                                     .iter()
-                                    .all(|a| !crate::delivery::client::is_public(a.ip())))
+                                    .all(|a| !crate::util::net::is_public(a.ip())))
                             .then_some("resolves only to")
                         }
                         Ok(Err(_)) | Err(_) => None,
