@@ -5,11 +5,11 @@ use anyhow::Context;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::redis::redis_manager;
 use crate::config::{Config, SourceKind};
 use crate::control::{self, PauseInfo};
 use crate::queue::QueueCounts;
 use crate::queue::redis::queue_counts;
+use crate::redis::redis_manager;
 
 /// `pause [--reason]`.
 pub async fn pause(cfg: &Config, reason: Option<String>) -> anyhow::Result<i32> {

@@ -8,14 +8,14 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bridge::{QueueMode, build_endpoints};
-use crate::redis::redis_manager;
 use crate::cli::DlqCommand;
 use crate::config::Config;
 use crate::dlq::{DeadLetter, Dlq, Stage};
-use crate::util::time::rfc3339;
 use crate::ingest::{self, Message};
 use crate::queue::Job;
+use crate::redis::redis_manager;
 use crate::shutdown::Shutdown;
+use crate::util::time::rfc3339;
 
 /// Runs a `dlq` subcommand.
 pub async fn run(cfg: Config, cmd: DlqCommand) -> anyhow::Result<i32> {

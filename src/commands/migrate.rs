@@ -12,11 +12,11 @@ use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::redis::redis_manager;
 use crate::cli::Format;
 use crate::config::{Config, Durability, SourceKind};
 use crate::ingest;
 use crate::queue::redis::LedgerKeys;
+use crate::redis::redis_manager;
 use crate::redis::reply::parse_entries;
 
 // ----------------------------------------------------------------------------- plan

@@ -807,9 +807,7 @@ impl Config {
                         Ok(Ok(addrs)) => {
                             let addrs: Vec<SocketAddr> = addrs.collect();
                             (!addrs.is_empty()
-                                && addrs
-                                    .iter()
-                                    .all(|a| !crate::util::net::is_public(a.ip())))
+                                && addrs.iter().all(|a| !crate::util::net::is_public(a.ip())))
                             .then_some("resolves only to")
                         }
                         Ok(Err(_)) | Err(_) => None,

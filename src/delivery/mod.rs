@@ -191,8 +191,10 @@ impl EndpointState {
 
     pub(crate) fn delivered_now(&self) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
-        self.last_success_ms
-            .store(crate::util::time::unix_ms(SystemTime::now()), Ordering::Relaxed);
+        self.last_success_ms.store(
+            crate::util::time::unix_ms(SystemTime::now()),
+            Ordering::Relaxed,
+        );
     }
 }
 

@@ -28,8 +28,7 @@ use super::Job;
 use crate::ingest::Message;
 use crate::redis::group::claim_dead_consumers;
 use crate::redis::reply::{
-    Fields, as_bytes, as_string, as_u64, fields_of, pending_ids,
-    raw_read_reply,
+    Fields, as_bytes, as_string, as_u64, fields_of, pending_ids, raw_read_reply,
 };
 use crate::shutdown::Ticker;
 
