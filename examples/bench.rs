@@ -1622,7 +1622,7 @@ async fn run() -> anyhow::Result<bool> {
         );
     }
     // rustls needs a process-wide crypto provider before any reqwest client is built.
-    redis_webhook_bridge::delivery::client::install_crypto_provider();
+    redis_webhook_bridge::util::net::install_crypto_provider();
     let tmp = tempfile::Builder::new().prefix("bridge-bench-").tempdir()?;
     let dir = tmp.path().to_path_buf();
     let settings = format!(

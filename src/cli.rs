@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::config::Scheme;
+
 /// Moves Redis pub/sub, list and stream events to signed HTTP webhooks.
 #[derive(Debug, Parser)]
 #[command(
@@ -196,18 +198,6 @@ pub struct RunArgs {
     /// How often EMF lines are written.
     #[arg(long, env = "BRIDGE_METRICS_EMF_INTERVAL", default_value = "60s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub metrics_emf_interval: std::time::Duration,
-}
-
-/// A signature scheme, as named in the config's `signature` key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Scheme {
-    /// `X-Hokusai-Timestamp`, `X-Hokusai-Nonce`, `X-Hokusai-Signature: sha256=…` over `ts.nonce.body`.
-    HokusaiV2,
-    /// `X-Hokusai-Signature: sha256=…` over the body alone (the registry's original publisher).
-    HokusaiLegacy,
-    /// `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>` (standardwebhooks.com).
-    StandardWebhooks,
 }
 
 /// Flags of `receive`.

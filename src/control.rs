@@ -157,7 +157,14 @@ pub async fn watch_legacy_subscribers(
     let replica_pattern = cfg.redis.key("replica:*");
     let mut tick = crate::shutdown::Ticker::new(interval, &shutdown);
     while tick.tick().await {
-        let replicas = match crate::commands::control::scan(&mut conn, &replica_pattern).await {
+        let replicas = match crate::redis::keys::scan_keys(
+            &mut conn,
+            &replica_pattern,
+            None,
+            usize::MAX,
+        )
+        .await
+        {
             Ok(keys) => keys.len() as u64,
             Err(_) => continue,
         };

@@ -10,7 +10,7 @@
 //! the stream in pages, so memory does not grow with its length.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
@@ -20,6 +20,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::{Config, DlqConfig, FallbackConfig, TargetKind};
 use crate::telemetry::metric;
+use crate::util::time::unix_ms;
 
 /// Where in the pipeline a message was given up on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -96,18 +97,6 @@ impl Truncated {
 
 fn body_as_text<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&String::from_utf8_lossy(b))
-}
-
-/// Unix milliseconds of `t`.
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Formats unix milliseconds as RFC 3339.
-pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 /// Failures of the dead-letter stream.
@@ -288,13 +277,13 @@ impl Dlq {
                         tracing::error!(
                             endpoint = %dl.endpoint,
                             idempotency_key = %dl.idempotency_key,
-                            redis = %crate::bridge::redis_address(),
+                            redis = %crate::redis::redis_address(),
                             error = %e,
                             "cannot write to the dead-letter stream; this message is lost"
                         );
                         return None;
                     }
-                    tracing::warn!(endpoint = %dl.endpoint, idempotency_key = %dl.idempotency_key, redis = %crate::bridge::redis_address(), error = %e, "dead-letter write failed; retrying");
+                    tracing::warn!(endpoint = %dl.endpoint, idempotency_key = %dl.idempotency_key, redis = %crate::redis::redis_address(), error = %e, "dead-letter write failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }

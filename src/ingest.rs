@@ -21,12 +21,13 @@ use uuid::Uuid;
 
 use crate::config::{EndpointConfig, TargetConfig, TargetKind};
 use crate::delivery::EndpointState;
-use crate::dlq::{DeadLetter, Dlq, Stage, unix_ms};
+use crate::dlq::{DeadLetter, Dlq, Stage};
 use crate::queue::memory::Full;
 use crate::queue::redis::{JOURNAL_LUA, JournalEndpoint, journal_cmd};
 use crate::queue::{Job, Queue};
 use crate::source::Received;
 use crate::telemetry::metric;
+use crate::util::time::unix_ms;
 
 /// A message after ingest, shared by all the jobs it fans out to.
 #[derive(Debug)]
@@ -423,7 +424,7 @@ impl Republisher {
         let mut out = Vec::with_capacity(targets.len());
         for t in targets {
             let conn = match &t.redis_url {
-                Some(url) => crate::bridge::redis_manager(url)?,
+                Some(url) => crate::redis::redis_manager(url)?,
                 None => main.clone(),
             };
             let label = t.label();
@@ -610,7 +611,7 @@ impl Ingest {
             match acks.query_async::<()>(&mut conn).await {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!(redis = %crate::bridge::redis_address(), error = %e, "acknowledging source messages failed; retrying");
+                    tracing::warn!(redis = %crate::redis::redis_address(), error = %e, "acknowledging source messages failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                 }
@@ -677,18 +678,18 @@ impl Ingest {
                         .query_async(&mut conn)
                         .await;
                     if let Err(e) = loaded {
-                        tracing::warn!(redis = %crate::bridge::redis_address(), error = %e, "cannot load the journal script");
+                        tracing::warn!(redis = %crate::redis::redis_address(), error = %e, "cannot load the journal script");
                     }
                     continue;
                 }
                 Err(e) => {
                     if self.shutdown.is_cancelled() && wait >= Duration::from_secs(5) {
                         for m in msgs {
-                            tracing::error!(idempotency_key = %m.idempotency_key, redis = %crate::bridge::redis_address(), error = %e, "Redis unreachable through shutdown: received message not journaled, lost");
+                            tracing::error!(idempotency_key = %m.idempotency_key, redis = %crate::redis::redis_address(), error = %e, "Redis unreachable through shutdown: received message not journaled, lost");
                         }
                         return vec![false; msgs.len()];
                     }
-                    tracing::warn!(redis = %crate::bridge::redis_address(), error = %e, messages = msgs.len(), retry_in_ms = wait.as_millis() as u64, "cannot journal received messages; retrying");
+                    tracing::warn!(redis = %crate::redis::redis_address(), error = %e, messages = msgs.len(), retry_in_ms = wait.as_millis() as u64, "cannot journal received messages; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(5));
                 }
@@ -717,7 +718,7 @@ impl Ingest {
         match pipe.query_async::<Vec<Option<String>>>(&mut conn).await {
             Ok(replies) => replies.into_iter().map(|r| r.is_some()).collect(),
             Err(e) => {
-                tracing::warn!(redis = %crate::bridge::redis_address(), error = %e, "de-duplication unavailable; delivering without it");
+                tracing::warn!(redis = %crate::redis::redis_address(), error = %e, "de-duplication unavailable; delivering without it");
                 vec![true; msgs.len()]
             }
         }

@@ -8,6 +8,9 @@
 //! - [`config`]: figment layering (defaults → TOML → legacy variables → `BRIDGE_*` → flags),
 //!   secret references (`env:`, `file:`), TLS files, validation into checked types, and the
 //!   reload triggers (SIGHUP, file change) in [`config::watch`].
+//! - [`redis`](crate::redis): the Redis plumbing every stage shares — connections with
+//!   bounded timeouts and the address that error lines name, this replica's consumer name,
+//!   the minimum server version.
 //! - [`source`]: Redis readers — `pubsub` (reconnects with backoff, counts gaps), `list`
 //!   (atomic move into a processing list) and `stream` (consumer group) — yielding
 //!   [`source::Received`] messages.
@@ -30,6 +33,9 @@
 //! - [`telemetry`]: log subscriber (json/text, reloadable level), metric names and the
 //!   Prometheus registry, CloudWatch EMF lines, OTLP trace export and `traceparent`.
 //! - [`shutdown`]: one cancellation signal for every task and a drain with a deadline.
+//! - [`util`]: helpers that belong to no stage — unix milliseconds and RFC 3339
+//!   ([`util::time`]), which addresses a webhook may reach and the rustls provider
+//!   ([`util::net`]).
 //! - [`bridge`]: the `run` command — wires the stages, keeps the live endpoint set that a
 //!   reload updates, and shuts down in order.
 //! - [`commands`]: every other CLI command (`check-config`, `sign`, `verify`, `receive`,
@@ -48,9 +54,11 @@ pub mod http_server;
 pub mod ingest;
 pub mod key_render;
 pub mod queue;
+pub mod redis;
 pub mod shutdown;
 pub mod source;
 pub mod telemetry;
+pub mod util;
 
 /// The version string sent in `User-Agent` and reported by `/status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -512,7 +512,7 @@ pub mod emf {
         circuit: u64,
         now: SystemTime,
     ) -> String {
-        let ts = crate::dlq::unix_ms(now);
+        let ts = crate::util::time::unix_ms(now);
         json!({
             "_aws": {
                 "Timestamp": ts,
@@ -687,7 +687,7 @@ pub mod otel {
             return None;
         }
         let rt = tokio::runtime::Handle::try_current().ok()?;
-        crate::delivery::client::install_crypto_provider();
+        crate::util::net::install_crypto_provider();
         let http = match reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()

@@ -14,12 +14,12 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use common::*;
 use redis::aio::ConnectionManager;
-use redis_webhook_bridge::dlq::unix_ms;
 use redis_webhook_bridge::ingest::Message;
 use redis_webhook_bridge::queue::Job;
 use redis_webhook_bridge::queue::redis::{
     JOURNAL_LUA, JournalEndpoint, QueueKeys, Read, journal_cmd, parse_jobs,
 };
+use redis_webhook_bridge::util::time::unix_ms;
 
 const WINDOW_MS: u64 = 60_000;
 

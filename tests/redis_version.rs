@@ -24,9 +24,10 @@ async fn the_bridge_checks_the_real_servers_version_and_runs() {
         .query_async(&mut redis.conn().await)
         .await
         .expect("INFO server");
-    let version = redis_webhook_bridge::bridge::parse_version(&info).expect("redis_version");
+    let version =
+        redis_webhook_bridge::redis::version::parse_version(&info).expect("redis_version");
     assert!(
-        version >= redis_webhook_bridge::bridge::MIN_REDIS_VERSION,
+        version >= redis_webhook_bridge::redis::version::MIN_REDIS_VERSION,
         "the test machine's redis-server {version} is older than the supported minimum"
     );
     wait_until(

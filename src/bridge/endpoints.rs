@@ -202,7 +202,7 @@ impl EndpointSet {
         if let Queue::Redis(q) = &rt.route.queue {
             let mut wait = Duration::from_millis(100);
             while let Err(err) = q.ensure_group().await {
-                tracing::warn!(stream = %q.stream(), redis = %crate::bridge::redis_address(), error = %err, "cannot create the consumer group; retrying");
+                tracing::warn!(stream = %q.stream(), redis = %crate::redis::redis_address(), error = %err, "cannot create the consumer group; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = self.ctx.shutdown.token.cancelled() => anyhow::bail!("shutdown while waiting for Redis"),
@@ -219,7 +219,7 @@ impl EndpointSet {
         if let Queue::Redis(q) = &rt.route.queue
             && !self.ackers.iter().any(|(a, _)| Arc::ptr_eq(a, q))
         {
-            let reader = super::redis_reader(&self.ctx.redis_url)?;
+            let reader = crate::redis::redis_reader(&self.ctx.redis_url)?;
             let acker = q.start(reader, reader_stop.clone(), self.ctx.queue_stop.clone());
             self.ackers.push((q.clone(), acker));
         }
@@ -370,10 +370,10 @@ impl EndpointSet {
                         "stays queued in Redis"
                     ),
                     Ok(Err(e)) => {
-                        tracing::warn!(endpoint = %name, redis = %crate::bridge::redis_address(), error = %e, "cannot count what stays queued in Redis")
+                        tracing::warn!(endpoint = %name, redis = %crate::redis::redis_address(), error = %e, "cannot count what stays queued in Redis")
                     }
                     Err(_) => {
-                        tracing::warn!(endpoint = %name, redis = %crate::bridge::redis_address(), "cannot count what stays queued in Redis: no answer within 2 s")
+                        tracing::warn!(endpoint = %name, redis = %crate::redis::redis_address(), "cannot count what stays queued in Redis: no answer within 2 s")
                     }
                 }
             }

@@ -7,16 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{mpsc, watch};
 
 mod endpoints;
-mod redis_version;
 
 pub use endpoints::{
     Applied, EndpointRuntime, EndpointSet, QueueMode, build_endpoint, build_endpoints,
 };
-pub use redis_version::{MIN_REDIS_VERSION, Version, VersionError, check_info, parse_version};
 
 use crate::admin::{self, Status};
 use crate::config::{Config, Durability, LoadOptions, SourceKind};
@@ -24,6 +21,7 @@ use crate::control;
 use crate::dlq::Dlq;
 use crate::ingest::{Ingest, IngestSettings};
 use crate::queue::redis as redis_queue;
+use crate::redis::{consumer_name, redis_manager, redis_reader};
 use crate::shutdown::Shutdown;
 use crate::source::{self, SourceState};
 use endpoints::Context as EndpointContext;
@@ -39,64 +37,6 @@ pub struct RunOptions {
     pub metrics_emf_interval: Duration,
     /// How the config was loaded, to load it again on reload.
     pub load: LoadOptions,
-}
-
-/// The Redis address (credentials redacted) that log lines about Redis errors name.
-///
-/// A process talks to one Redis, so it is kept once, when the first connection is set up,
-/// rather than threaded through every queue, source and journal just for their log lines.
-static REDIS_ADDRESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// The redacted address of the Redis this process uses (empty before the first connection).
-pub fn redis_address() -> &'static str {
-    REDIS_ADDRESS.get().map(String::as_str).unwrap_or("")
-}
-
-/// A Redis connection that reconnects by itself, with bounded timeouts so that a dead Redis
-/// makes calls fail fast instead of hanging.
-pub fn redis_manager(
-    url: &crate::config::RedisUrl,
-) -> Result<ConnectionManager, redis::RedisError> {
-    let _ = REDIS_ADDRESS.set(url.redacted());
-    manager(url, Duration::from_secs(5))
-}
-
-/// A dedicated connection for blocking reads (XREADGROUP BLOCK would stall a shared one),
-/// with a response timeout longer than the block.
-pub fn redis_reader(url: &crate::config::RedisUrl) -> Result<ConnectionManager, redis::RedisError> {
-    manager(url, Duration::from_secs(10))
-}
-
-fn manager(
-    url: &crate::config::RedisUrl,
-    response_timeout: Duration,
-) -> Result<ConnectionManager, redis::RedisError> {
-    let cfg = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(5)))
-        .set_response_timeout(Some(response_timeout))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(2));
-    ConnectionManager::new_lazy_with_config(url.client()?, cfg)
-}
-
-/// This replica's consumer name: `<hostname>-<pid>-<random>`, unique per process so that
-/// replicas on one host never share pending entries.
-pub fn consumer_name() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "bridge".into());
-    format!(
-        "{host}-{}-{:04x}",
-        std::process::id(),
-        rand::random::<u16>()
-    )
 }
 
 /// Runs the bridge until SIGTERM/SIGINT (or `shutdown` is cancelled by the caller).
@@ -208,7 +148,7 @@ pub async fn run(
     });
 
     // An older server would fail only where a source or a queue first uses a newer command.
-    redis_version::require_supported(&mut conn.clone(), &shutdown.token).await?;
+    crate::redis::version::require_supported(&mut conn.clone(), &shutdown.token).await?;
 
     // Workers before sources, so that nothing ingest queues waits for a consumer.
     let endpoints = EndpointSet::start(

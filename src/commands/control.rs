@@ -5,11 +5,11 @@ use anyhow::Context;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::bridge::redis_manager;
 use crate::config::{Config, SourceKind};
 use crate::control::{self, PauseInfo};
 use crate::queue::QueueCounts;
 use crate::queue::redis::queue_counts;
+use crate::redis::redis_manager;
 
 /// `pause [--reason]`.
 pub async fn pause(cfg: &Config, reason: Option<String>) -> anyhow::Result<i32> {
@@ -249,6 +249,6 @@ fn connect(cfg: &Config) -> anyhow::Result<ConnectionManager> {
 }
 
 /// Every key matching `pattern`.
-pub async fn scan(conn: &mut ConnectionManager, pattern: &str) -> redis::RedisResult<Vec<String>> {
-    crate::queue::redis::scan_keys(conn, pattern, None, usize::MAX).await
+async fn scan(conn: &mut ConnectionManager, pattern: &str) -> redis::RedisResult<Vec<String>> {
+    crate::redis::keys::scan_keys(conn, pattern, None, usize::MAX).await
 }

@@ -7,13 +7,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::bridge::{QueueMode, build_endpoints, redis_manager};
+use crate::bridge::{QueueMode, build_endpoints};
 use crate::cli::DlqCommand;
 use crate::config::Config;
-use crate::dlq::{DeadLetter, Dlq, Stage, rfc3339};
+use crate::dlq::{DeadLetter, Dlq, Stage};
 use crate::ingest::{self, Message};
 use crate::queue::Job;
+use crate::redis::redis_manager;
 use crate::shutdown::Shutdown;
+use crate::util::time::rfc3339;
 
 /// Runs a `dlq` subcommand.
 pub async fn run(cfg: Config, cmd: DlqCommand) -> anyhow::Result<i32> {

@@ -12,11 +12,12 @@ use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::bridge::redis_manager;
 use crate::cli::Format;
 use crate::config::{Config, Durability, SourceKind};
 use crate::ingest;
-use crate::queue::redis::{LedgerKeys, parse_entries};
+use crate::queue::redis::LedgerKeys;
+use crate::redis::redis_manager;
+use crate::redis::reply::parse_entries;
 
 // ----------------------------------------------------------------------------- plan
 
@@ -203,7 +204,7 @@ pub async fn plan(cfg: &Config, format: Format) -> anyhow::Result<i32> {
 }
 
 async fn scan_type(conn: &mut ConnectionManager, kind: &str) -> redis::RedisResult<Vec<String>> {
-    let mut keys = crate::queue::redis::scan_keys(conn, "*", Some(kind), MAX_KEYS).await?;
+    let mut keys = crate::redis::keys::scan_keys(conn, "*", Some(kind), MAX_KEYS).await?;
     keys.sort();
     Ok(keys)
 }

@@ -10,6 +10,7 @@ mod duration;
 mod error;
 mod raw;
 mod redact;
+mod scheme;
 pub mod secret;
 mod tls;
 pub mod watch;
@@ -28,10 +29,9 @@ use url::Url;
 pub use duration::Dur;
 pub use raw::RawConfig;
 pub use redact::{redact_endpoint_url, redact_url};
+pub use scheme::Scheme;
 pub use secret::{Secret, SecretError};
 pub use tls::{TlsKeys, TlsMaterial};
-
-use crate::cli::Scheme;
 
 /// Everything that can be wrong with a configuration. Each message names the key (or
 /// variable, or file) and never a secret.
@@ -165,7 +165,7 @@ impl RedisUrl {
     /// `AUTH user pass`).
     pub fn client(&self) -> redis::RedisResult<redis::Client> {
         // rustls (used for rediss://) needs the process-wide provider before any handshake.
-        crate::delivery::client::install_crypto_provider();
+        crate::util::net::install_crypto_provider();
         match &self.tls {
             Some(tls) if self.is_tls() => redis::Client::build_with_tls(
                 self.expose(),
@@ -795,10 +795,10 @@ impl Config {
             let port = url.port_or_known_default().unwrap_or(443);
             let what = match url.host() {
                 Some(url::Host::Ipv4(ip)) => {
-                    (!crate::delivery::client::is_public(ip.into())).then_some("is")
+                    (!crate::util::net::is_public(ip.into())).then_some("is")
                 }
                 Some(url::Host::Ipv6(ip)) => {
-                    (!crate::delivery::client::is_public(ip.into())).then_some("is")
+                    (!crate::util::net::is_public(ip.into())).then_some("is")
                 }
                 Some(url::Host::Domain(name)) => {
                     // A slow resolver must not hold up a start: no answer in 5 s passes.
@@ -807,9 +807,7 @@ impl Config {
                         Ok(Ok(addrs)) => {
                             let addrs: Vec<SocketAddr> = addrs.collect();
                             (!addrs.is_empty()
-                                && addrs
-                                    .iter()
-                                    .all(|a| !crate::delivery::client::is_public(a.ip())))
+                                && addrs.iter().all(|a| !crate::util::net::is_public(a.ip())))
                             .then_some("resolves only to")
                         }
                         Ok(Err(_)) | Err(_) => None,

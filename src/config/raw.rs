@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::Scheme;
 use super::Secret;
 use super::duration::Dur;
-use crate::cli::Scheme;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -236,7 +236,7 @@ fn load_identity(
             ),
         )
     })?;
-    crate::delivery::client::install_crypto_provider();
+    crate::util::net::install_crypto_provider();
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));

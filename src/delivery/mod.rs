@@ -180,7 +180,7 @@ impl EndpointState {
             delivered: self.delivered.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
-            last_success: (last > 0).then(|| crate::dlq::rfc3339(last)),
+            last_success: (last > 0).then(|| crate::util::time::rfc3339(last)),
             last_error: self
                 .last_error
                 .lock()
@@ -191,8 +191,10 @@ impl EndpointState {
 
     pub(crate) fn delivered_now(&self) {
         self.delivered.fetch_add(1, Ordering::Relaxed);
-        self.last_success_ms
-            .store(crate::dlq::unix_ms(SystemTime::now()), Ordering::Relaxed);
+        self.last_success_ms.store(
+            crate::util::time::unix_ms(SystemTime::now()),
+            Ordering::Relaxed,
+        );
     }
 }
 

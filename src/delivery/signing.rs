@@ -24,7 +24,7 @@ use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
 use zeroize::Zeroizing;
 
-pub use crate::cli::Scheme;
+pub use crate::config::Scheme;
 use crate::config::Secret;
 
 /// `X-Hokusai-Signature`: `sha256=<hex>` (comma-separated when signing with several secrets).

@@ -133,7 +133,7 @@ impl Queue {
             Queue::Redis(q) => {
                 let mut wait = Duration::from_millis(100);
                 while let Err(e) = q.retry_in(&job, delay).await {
-                    tracing::warn!(idempotency_key = %job.msg.idempotency_key, redis = %crate::bridge::redis_address(), error = %e, "cannot schedule the retry in Redis; trying again");
+                    tracing::warn!(idempotency_key = %job.msg.idempotency_key, redis = %crate::redis::redis_address(), error = %e, "cannot schedule the retry in Redis; trying again");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.cancelled() => return,

@@ -15,7 +15,6 @@
 //! Each worker prefetches at most `concurrency` jobs, so memory stays flat however long the
 //! backlog in Redis grows.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::Job;
 use crate::ingest::Message;
+use crate::redis::group::claim_dead_consumers;
+use crate::redis::reply::{
+    Fields, as_bytes, as_string, as_u64, fields_of, pending_ids, raw_read_reply,
+};
 use crate::shutdown::Ticker;
 
 /// The consumer group every replica joins.
@@ -122,7 +125,7 @@ pub fn encode_meta(
     push_part(out, msg.event_type.as_bytes());
     push_part(out, msg.source.as_bytes());
     push_part(out, msg.channel.as_bytes());
-    push_num_part(out, crate::dlq::unix_ms(msg.received_at));
+    push_num_part(out, crate::util::time::unix_ms(msg.received_at));
     push_part(out, msg.traceparent.as_deref().unwrap_or("").as_bytes());
     push_num_part(out, attempts.into());
     match last_status {
@@ -668,7 +671,7 @@ impl RedisQueue {
                         tracing::warn!(stream = %self.keys.stream, "consumer group missing (Redis restarted without persistence?); recreating");
                         let _ = self.ensure_group().await;
                     } else {
-                        tracing::warn!(stream = %self.keys.stream, redis = %crate::bridge::redis_address(), error = %e, "reading the queue failed; retrying");
+                        tracing::warn!(stream = %self.keys.stream, redis = %crate::redis::redis_address(), error = %e, "reading the queue failed; retrying");
                         tokio::select! {
                             _ = tokio::time::sleep(backoff) => {}
                             _ = shutdown.cancelled() => break,
@@ -864,7 +867,7 @@ impl RedisQueue {
                 Err(e) => {
                     // Keep them: an unacknowledged entry would be delivered again after a
                     // restart; retrying the ack avoids that duplicate.
-                    tracing::warn!(stream = %self.keys.stream, redis = %crate::bridge::redis_address(), error = %e, pending_acks = batch.len(), "acknowledging failed; retrying");
+                    tracing::warn!(stream = %self.keys.stream, redis = %crate::redis::redis_address(), error = %e, pending_acks = batch.len(), "acknowledging failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     if stopping {
                         // Give up after a few tries at shutdown; the entries will be redelivered.
@@ -875,131 +878,6 @@ impl RedisQueue {
                     }
                 }
             }
-        }
-    }
-}
-
-/// Claims the pending entries of every consumer of `stream`/`group` whose heartbeat key
-/// (`<replica_prefix><consumer>`) is gone, hands each to `take` (fields `None` when the entry
-/// was deleted meanwhile), and removes the dead consumer. Used by the endpoint queues and
-/// the stream source alike. `take` returns false to stop.
-pub async fn claim_dead_consumers<F, Fut>(
-    conn: &mut ConnectionManager,
-    stream: &str,
-    group: &str,
-    me: &str,
-    replica_prefix: &str,
-    take: F,
-) -> redis::RedisResult<()>
-where
-    F: Fn(String, Option<Fields>) -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let summary: Value = redis::cmd("XPENDING")
-        .arg(stream)
-        .arg(group)
-        .query_async(conn)
-        .await?;
-    for (consumer, _count) in pending_consumers(&summary) {
-        if consumer == me {
-            continue;
-        }
-        let alive: bool = redis::cmd("EXISTS")
-            .arg(format!("{replica_prefix}{consumer}"))
-            .query_async(conn)
-            .await?;
-        if alive {
-            continue;
-        }
-        let mut claimed = 0usize;
-        loop {
-            let pending: Value = redis::cmd("XPENDING")
-                .arg(stream)
-                .arg(group)
-                .arg("-")
-                .arg("+")
-                .arg(100)
-                .arg(&consumer)
-                .query_async(conn)
-                .await?;
-            let ids = pending_ids(&pending);
-            if ids.is_empty() {
-                break;
-            }
-            // min-idle 1000 ms: if another replica claimed these a moment ago, this XCLAIM
-            // takes nothing, so no entry is claimed twice.
-            let reply: Value = redis::cmd("XCLAIM")
-                .arg(stream)
-                .arg(group)
-                .arg(me)
-                .arg(1000)
-                .arg(&ids)
-                .query_async(conn)
-                .await?;
-            let entries = parse_entries(reply);
-            if entries.is_empty() {
-                break;
-            }
-            for (id, fields) in entries {
-                claimed += 1;
-                if !take(id, fields).await {
-                    return Ok(());
-                }
-            }
-        }
-        if claimed > 0 {
-            tracing::warn!(stream = %stream, dead_replica = %consumer, entries = claimed, "claimed the unfinished work of a replica that stopped");
-        }
-        // DELCONSUMER drops the consumer's pending entries with it, so only a consumer with
-        // nothing left pending goes. (Entries it read less than the XCLAIM idle minimum ago
-        // were not taken above; the next round takes them.)
-        let left: Value = redis::cmd("XPENDING")
-            .arg(stream)
-            .arg(group)
-            .arg("-")
-            .arg("+")
-            .arg(1)
-            .arg(&consumer)
-            .query_async(conn)
-            .await?;
-        if pending_ids(&left).is_empty() {
-            let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
-                .arg("DELCONSUMER")
-                .arg(stream)
-                .arg(group)
-                .arg(&consumer)
-                .query_async(conn)
-                .await;
-        }
-    }
-    Ok(())
-}
-
-/// Keys matching `pattern` (and of `kind`, e.g. `list`, when given), at most `max`.
-pub async fn scan_keys(
-    conn: &mut ConnectionManager,
-    pattern: &str,
-    kind: Option<&str>,
-    max: usize,
-) -> redis::RedisResult<Vec<String>> {
-    let mut out = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let mut cmd = redis::cmd("SCAN");
-        cmd.arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(500);
-        if let Some(kind) = kind {
-            cmd.arg("TYPE").arg(kind);
-        }
-        let (next, keys): (u64, Vec<String>) = cmd.query_async(conn).await?;
-        out.extend(keys);
-        cursor = next;
-        if cursor == 0 || out.len() >= max {
-            out.truncate(max);
-            return Ok(out);
         }
     }
 }
@@ -1023,116 +901,7 @@ pub async fn heartbeat(conn: ConnectionManager, key: String, shutdown: Cancellat
 }
 
 fn now_ms() -> u64 {
-    crate::dlq::unix_ms(SystemTime::now())
-}
-
-/// A stream entry's fields.
-pub type Fields = HashMap<String, Vec<u8>>;
-
-fn as_bytes(v: &Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b.clone()),
-        Value::SimpleString(s) => Some(s.as_bytes().to_vec()),
-        Value::Int(i) => Some(i.to_string().into_bytes()),
-        _ => None,
-    }
-}
-
-fn as_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(i) => u64::try_from(*i).ok(),
-        other => as_bytes(other)
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse().ok()),
-    }
-}
-
-fn as_string(v: &Value) -> Option<String> {
-    as_bytes(v).and_then(|b| String::from_utf8(b).ok())
-}
-
-/// A string reply, taking its buffer.
-fn into_string(v: Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
-        other => as_string(&other),
-    }
-}
-
-/// `[[id, [f, v, …]], …]` (or `[id, nil]` for deleted entries), each entry's field/value list
-/// as it came.
-fn raw_entries(v: Value) -> Vec<(String, Option<Vec<Value>>)> {
-    let Value::Array(items) = v else {
-        return Vec::new();
-    };
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let Value::Array(mut pair) = item else {
-            continue;
-        };
-        if pair.is_empty() {
-            continue;
-        }
-        let fields_v = if pair.len() > 1 {
-            pair.swap_remove(1)
-        } else {
-            Value::Nil
-        };
-        let Some(id) = into_string(pair.swap_remove(0)) else {
-            continue;
-        };
-        let fields = match fields_v {
-            Value::Array(kv) => Some(kv),
-            _ => None,
-        };
-        out.push((id, fields));
-    }
-    out
-}
-
-/// An entry's field/value list as a map (the last value wins).
-fn fields_of(kv: Vec<Value>) -> Fields {
-    let mut m = HashMap::with_capacity(kv.len() / 2);
-    let mut it = kv.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        if let (Some(k), Value::BulkString(v)) = (into_string(k), v) {
-            m.insert(k, v);
-        }
-    }
-    m
-}
-
-/// `[[id, [f, v, …]], …]` (or `[id, nil]` for deleted entries).
-pub fn parse_entries(v: Value) -> Vec<(String, Option<Fields>)> {
-    raw_entries(v)
-        .into_iter()
-        .map(|(id, kv)| (id, kv.map(fields_of)))
-        .collect()
-}
-
-/// The entries of an XREADGROUP reply: `[[stream, entries]]` (RESP2) or a map (RESP3); nil
-/// on timeout.
-fn raw_read_reply(v: Value) -> Vec<(String, Option<Vec<Value>>)> {
-    match v {
-        Value::Array(streams) => streams
-            .into_iter()
-            .flat_map(|s| match s {
-                Value::Array(mut kv) if kv.len() == 2 => raw_entries(kv.swap_remove(1)),
-                _ => Vec::new(),
-            })
-            .collect(),
-        Value::Map(kv) => kv.into_iter().flat_map(|(_, e)| raw_entries(e)).collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// XREADGROUP reply: `[[stream, entries]]` (RESP2) or a map (RESP3); nil on timeout.
-pub fn parse_read_reply(v: Value) -> Vec<(String, Option<Fields>)> {
-    raw_read_reply(v)
-        .into_iter()
-        .map(|(id, kv)| (id, kv.map(fields_of)))
-        .collect()
+    crate::util::time::unix_ms(SystemTime::now())
 }
 
 /// One entry of a queue read.
@@ -1173,38 +942,6 @@ fn job_from_values(id: String, kv: Vec<Value>) -> Job {
         Ok(four) => job_from_fields(id, fields_of(four.into())),
         Err(kv) => job_from_fields(id, fields_of(kv)),
     }
-}
-
-/// XPENDING summary: `[count, min, max, [[consumer, count], …]]`.
-fn pending_consumers(v: &Value) -> Vec<(String, u64)> {
-    let Value::Array(parts) = v else {
-        return Vec::new();
-    };
-    let Some(Value::Array(consumers)) = parts.get(3) else {
-        return Vec::new();
-    };
-    consumers
-        .iter()
-        .filter_map(|c| match c {
-            Value::Array(pair) if pair.len() == 2 => {
-                Some((as_string(&pair[0])?, as_u64(&pair[1])?))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-/// XPENDING extended: `[[id, consumer, idle, deliveries], …]`.
-fn pending_ids(v: &Value) -> Vec<String> {
-    let Value::Array(rows) = v else {
-        return Vec::new();
-    };
-    rows.iter()
-        .filter_map(|r| match r {
-            Value::Array(cols) => cols.first().and_then(as_string),
-            _ => None,
-        })
-        .collect()
 }
 
 /// The job an entry holds, in either format; takes the fields' buffers instead of copying

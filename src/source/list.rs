@@ -165,7 +165,7 @@ async fn recover(
 ) -> redis::RedisResult<Vec<(String, Vec<Vec<u8>>)>> {
     let pattern = format!("{}*", keys.processing_prefix);
     let mut out = Vec::new();
-    for list in crate::queue::redis::scan_keys(conn, &pattern, None, usize::MAX).await? {
+    for list in crate::redis::keys::scan_keys(conn, &pattern, None, usize::MAX).await? {
         if list == keys.processing {
             continue;
         }

@@ -113,7 +113,7 @@ pub(crate) async fn connection_lost(
     if state.connected.swap(false, Ordering::Relaxed) {
         state.disconnects.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::telemetry::metric::SOURCE_DISCONNECTS, "source" => name.to_string()).increment(1);
-        tracing::error!(source = %name, redis = %crate::bridge::redis_address(), error = %e, "lost the Redis connection of a source; reconnecting (messages wait in Redis)");
+        tracing::error!(source = %name, redis = %crate::redis::redis_address(), error = %e, "lost the Redis connection of a source; reconnecting (messages wait in Redis)");
     }
     tokio::select! {
         _ = tokio::time::sleep(*backoff) => {}

@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Received, SourceAck, SourceState, connection_lost};
 use crate::config::SourceConfig;
-use crate::queue::redis::{Fields, claim_dead_consumers, parse_read_reply};
+use crate::redis::group::claim_dead_consumers;
+use crate::redis::reply::{Fields, parse_read_reply};
 use crate::telemetry::metric;
 
 const BODY_FIELDS: &[&str] = &["body", "payload", "data", "message", "json"];

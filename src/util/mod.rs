@@ -1,0 +1,5 @@
+//! Small helpers every stage shares and that belong to no stage: time formatting
+//! ([`time`]) and the network rules of [`net`] (public addresses, the TLS crypto provider).
+
+pub mod net;
+pub mod time;
