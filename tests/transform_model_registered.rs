@@ -125,12 +125,41 @@ fn the_model_registered_transform_builds_what_the_registry_builds() {
     }
 }
 
+/// The fenced blocks of `docs/WEBHOOKS.md`'s `model_registered` example, in order.
+fn doc_blocks() -> Vec<(String, String)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/WEBHOOKS.md");
+    let doc = std::fs::read_to_string(&path).expect("docs/WEBHOOKS.md is readable");
+    let (_, example) = doc
+        .split_once("### Example: the registry's `model_registered` event")
+        .expect("docs/WEBHOOKS.md has the model_registered example");
+    let mut blocks = Vec::new();
+    let mut lines = example.lines();
+    while let Some(line) = lines.next() {
+        if let Some(info) = line.strip_prefix("```") {
+            let body: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+            blocks.push((info.to_owned(), body.join("\n")));
+        }
+    }
+    blocks
+}
+
 #[test]
-fn the_model_registered_transform_matches_the_documented_example() {
-    let transform = Transform::compile(TRANSFORM).expect("the shipped transform compiles");
-    let message = br#"{"model_id":"model-7f3a","token_symbol":"Demo-Token","model_name":"sentiment-classifier","status":"registered","model_version":"3","mlflow_run_id":"9b1c2d3e4f","tags":{"team":"nlp","fulfilled_by_user_id":"u-42"},"primary_metric":"accuracy","api_schema":null,"timestamp":"2026-11-28T15:00:00"}"#;
+fn the_documented_model_registered_example_is_the_shipped_transform_and_its_output() {
+    let blocks = doc_blocks();
+    let [(jq_info, program), (in_info, message), (out_info, body)] = &blocks[..] else {
+        panic!("expected a jq block, a message and a body in the example, got {blocks:?}");
+    };
     assert_eq!(
-        String::from_utf8(transform.apply(message).expect("the transform applies")).expect("UTF-8"),
-        r#"{"event_type":"model_registered","model":{"id":"demo-token","name":"sentiment-classifier","status":"registered","version":"3","run_id":"9b1c2d3e4f","user_id":"u-42","primary_metric":"accuracy"},"timestamp":"2026-11-28T15:00:00Z","source":"mlflow"}"#
+        (jq_info.as_str(), in_info.as_str(), out_info.as_str()),
+        ("jq", "json", "json")
     );
+    assert!(
+        TRANSFORM.trim_end().ends_with(program.trim_end()),
+        "the example's program differs from examples/transforms/model_registered.jq"
+    );
+    let transform = Transform::compile(TRANSFORM).expect("the shipped transform compiles");
+    let got = transform
+        .apply(message.as_bytes())
+        .expect("the transform applies to the example message");
+    assert_eq!(String::from_utf8(got).expect("UTF-8"), *body);
 }
