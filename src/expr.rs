@@ -432,7 +432,7 @@ impl Budget {
         if stacker::remaining_stack().is_some_and(|left| left < MIN_STACK) {
             return self.exceed(ExprError::Depth);
         }
-        if steps % DEADLINE_EVERY == 0 {
+        if steps.is_multiple_of(DEADLINE_EVERY) {
             self.deadline()?;
         }
         Ok(())
@@ -741,7 +741,7 @@ fn children<'s, 't>(term: &'t Term<&'s str>, f: &mut dyn FnMut(&'t Term<&'s str>
         Term::Arr(t) => t.iter().for_each(|t| f(t)),
         Term::Obj(kvs) => kvs.iter().for_each(|(k, v)| {
             f(k);
-            v.iter().for_each(|v| f(v));
+            v.iter().for_each(&mut *f);
         }),
         Term::Neg(t) | Term::Label(_, t) => f(t),
         Term::BinOp(l, op, r) => {
@@ -754,31 +754,31 @@ fn children<'s, 't>(term: &'t Term<&'s str>, f: &mut dyn FnMut(&'t Term<&'s str>
         Term::Fold(_, xs, p, args) => {
             f(xs);
             pattern(p, f);
-            args.iter().for_each(|t| f(t));
+            args.iter().for_each(&mut *f);
         }
         Term::TryCatch(t, c) => {
             f(t);
-            c.iter().for_each(|c| f(c));
+            c.iter().for_each(|t| f(t));
         }
         Term::IfThenElse(branches, else_) => {
             branches.iter().for_each(|(c, t)| {
                 f(c);
                 f(t);
             });
-            else_.iter().for_each(|e| f(e));
+            else_.iter().for_each(|t| f(t));
         }
         Term::Def(defs, t) => {
             defs.iter().for_each(|d| f(&d.body));
             f(t);
         }
-        Term::Call(_, args) => args.iter().for_each(|t| f(t)),
+        Term::Call(_, args) => args.iter().for_each(&mut *f),
         Term::Path(t, path) => {
             f(t);
             path.0.iter().for_each(|(part, _)| match part {
                 Part::Index(i) => f(i),
                 Part::Range(from, to) => {
-                    from.iter().for_each(|t| f(t));
-                    to.iter().for_each(|t| f(t));
+                    from.iter().for_each(&mut *f);
+                    to.iter().for_each(&mut *f);
                 }
             });
         }
