@@ -468,6 +468,10 @@ fn tick_error<'a>(e: ExprError) -> Exn<'a, Val> {
 /// Definitions that come before the standard library: `range/3` with a tick per output.
 const PRELUDE: &str = "def range($from; $upto; $by): __range($from; $upto; $by) | __tick;";
 
+/// Definitions that come after the standard library: jq's `IN`, which jaq lacks and
+/// filters use to pick values from a list.
+const POSTLUDE: &str = "def IN(s): any(s == .; .); def IN(src; s): any(src == s; .);";
+
 /// Natives replaced or renamed (see the module docs).
 const REPLACED: &[&str] = &["env", "halt", "stderr_empty", "debug_empty", "range"];
 
@@ -523,11 +527,13 @@ fn tick_error_str<'a>(s: &str) -> Exn<'a, Val> {
 /// The standard library, each definition starting with a tick.
 fn defs() -> impl Iterator<Item = Def<&'static str>> {
     let prelude = load::parse(PRELUDE, |p| p.defs()).unwrap_or_default();
+    let postlude = load::parse(POSTLUDE, |p| p.defs()).unwrap_or_default();
     prelude
         .into_iter()
         .chain(jaq_core::defs())
         .chain(jaq_std::defs())
         .chain(jaq_json::defs())
+        .chain(postlude)
         .map(ticked)
 }
 
@@ -913,6 +919,9 @@ mod tests {
         assert!(!f.matches(&json!({"token_symbol": null})).unwrap());
         assert!(!f.matches(&json!({})).unwrap());
         assert!(!f.matches_bytes(br#"{"token_symbol":false}"#).unwrap());
+        let f = Filter::compile(r#".token_symbol | IN("ABC", "XYZ")"#).unwrap();
+        assert!(f.matches(&json!({"token_symbol": "XYZ"})).unwrap());
+        assert!(!f.matches(&json!({"token_symbol": "abc"})).unwrap());
     }
 
     #[test]
