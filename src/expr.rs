@@ -38,8 +38,9 @@
 //!   as soon as it passes [`Limits::max_output_bytes`]; values nested deeper than
 //!   [`MAX_OUTPUT_DEPTH`] are refused.
 //!
-//! - **Stack.** A run gets a stack of its own (256 MiB, mapped lazily), and a step fails
-//!   once half of it is used, so deep recursion through the library ends in an error.
+//! - **Stack.** A run gets at least 192 MiB of stack (a segment of its own, mapped lazily,
+//!   unless the thread has that much left), and a step fails once less than 96 MiB remain,
+//!   so deep recursion through the library ends in an error.
 //!
 //! What is *not* bounded: one single built-in operation on values the expression built.
 //! `"x" * 1e9` allocates before anything can check it, and the built-ins that recurse
@@ -75,12 +76,17 @@ pub const DEADLINE_EVERY: u64 = 256;
 pub const MAX_OUTPUT_DEPTH: usize = 128;
 
 /// Stack that must remain for a step to go on; below it the run fails instead of
-/// overflowing the stack (which would abort the process). Half of the run's stack: when a
-/// deep recursion fails, its chain of lazy iterators is dropped from the top, which
-/// recurses as deep again and needs room of its own.
-const MIN_STACK: usize = EVAL_STACK / 2;
+/// overflowing the stack (which would abort the process). Half or more of what a run
+/// starts with (see [`RUN_STACK`]): when a deep recursion fails, its chain of lazy
+/// iterators is dropped from the top, which recurses as deep again and needs room of its
+/// own.
+const MIN_STACK: usize = 96 * 1024 * 1024;
 
-/// The stack a run gets (see [`on_own_stack`]).
+/// The stack a run starts with at least (see [`on_own_stack`]).
+const RUN_STACK: usize = 192 * 1024 * 1024;
+
+/// The size of the stack segment mapped for a run whose thread has less than
+/// [`RUN_STACK`] left.
 const EVAL_STACK: usize = 256 * 1024 * 1024;
 
 /// The longest piece of an expression or of a runtime error quoted in an [`ExprError`].
@@ -342,14 +348,17 @@ impl Transform {
     }
 }
 
-/// Run `f` (parse, evaluate, write and drop every value of one run) on a stack of its own
-/// of [`EVAL_STACK`] bytes. jaq recurses on the Rust stack, and so does dropping a deeply
-/// nested value: an expression like `reduce .[] as $x (null; [.])` over a large array
-/// builds one nested as deep as the array is long without a single step, and dropping it
-/// on a 2 MiB runtime thread would overflow the stack and abort the process. The segment
-/// is mapped lazily, so only the pages a run touches cost memory.
+/// Run `f` (parse, evaluate, write and drop every value of one run) with at least
+/// [`RUN_STACK`] bytes of stack. jaq recurses on the Rust stack, and so does dropping a
+/// deeply nested value: an expression like `reduce .[] as $x (null; [.])` over a large
+/// array builds one nested as deep as the array is long without a single step, and
+/// dropping it on a 2 MiB runtime thread would overflow the stack and abort the process.
+/// On a thread with less left, a segment of [`EVAL_STACK`] bytes is mapped for the run
+/// (lazily, so only the pages a run touches cost memory; mapping and unmapping it costs
+/// some 20 µs). A thread spawned with a stack of [`EVAL_STACK`] bytes runs expressions
+/// without that cost.
 fn on_own_stack<T>(f: impl FnOnce() -> T) -> T {
-    stacker::grow(EVAL_STACK, f)
+    stacker::maybe_grow(RUN_STACK, EVAL_STACK, f)
 }
 
 /// Parse a body with serde_json, whose recursion limit keeps a deeply nested message from
