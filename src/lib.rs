@@ -21,6 +21,8 @@
 //! - [`queue`]: per-endpoint queues of [`queue::Job`]s: [`queue::redis`] (streams, consumer
 //!   groups, retry set, heartbeats, claiming a dead replica's work, delivery ledger) and
 //!   [`queue::memory`].
+//! - [`expr`]: jq expressions (via the `jaq` crates) over a message's JSON — an endpoint's
+//!   filter and transform — compiled once, run with bounds on steps, time and output size.
 //! - [`delivery`]: per-endpoint workers that sign ([`delivery::signing`]), POST with one
 //!   pooled client and the URL/SSRF policy ([`delivery::client`]), classify the answer into
 //!   an [`delivery::Outcome`], retry with backoff ([`delivery::retry`]) and keep a circuit
@@ -50,6 +52,7 @@ pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod dlq;
+pub mod expr;
 pub mod http_server;
 pub mod ingest;
 pub mod key_render;

@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("shutdown", 0),
     ("http_server", 0),
     ("key_render", 0),
+    ("expr", 0),
     ("util", 0),
     ("config", 1),
     ("redis", 2),
