@@ -441,26 +441,22 @@ async fn status_requires_the_admin_token_when_one_is_configured() {
         "[admin]\ntoken = \"env:HARDENING_ADMIN_TOKEN\"\n",
     ) + &endpoint_toml("site", UNUSED_ENDPOINT, "");
     let bridge = Bridge::start_with_env(&config, &[("HARDENING_ADMIN_TOKEN", TOKEN)]).await;
-    let get = |path: &str, token: Option<&str>| {
-        let mut request = http().get(format!("{}{path}", bridge.admin_url()));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        async move {
-            request
-                .send()
-                .await
-                .expect("admin request")
-                .status()
-                .as_u16()
-        }
-    };
-    assert_eq!(get("/status", None).await, 401);
-    assert_eq!(get("/status", Some("wrong-token")).await, 401);
-    assert_eq!(get("/status", Some(&TOKEN[..TOKEN.len() - 1])).await, 401);
-    assert_eq!(get("/status", Some(TOKEN)).await, 200);
+    assert_eq!(admin_get(&bridge, "/status", None).await, 401);
+    assert_eq!(
+        admin_get(&bridge, "/status", Some("wrong-token")).await,
+        401
+    );
+    assert_eq!(
+        admin_get(&bridge, "/status", Some(&TOKEN[..TOKEN.len() - 1])).await,
+        401
+    );
+    assert_eq!(admin_get(&bridge, "/status", Some(TOKEN)).await, 200);
     for open in ["/healthz", "/readyz", "/metrics"] {
-        assert_eq!(get(open, None).await, 200, "{open} stays open");
+        assert_eq!(
+            admin_get(&bridge, open, None).await,
+            200,
+            "{open} stays open"
+        );
     }
     let post = http()
         .post(format!("{}/status", bridge.admin_url()))
@@ -492,22 +488,22 @@ async fn status_requires_the_admin_token_when_one_is_configured() {
         "[admin]\ntoken = \"env:HARDENING_ADMIN_TOKEN\"\nprotect_metrics = true\n",
     ) + &endpoint_toml("site", UNUSED_ENDPOINT, "");
     let bridge = Bridge::start_with_env(&protected, &[("HARDENING_ADMIN_TOKEN", TOKEN)]).await;
-    let metrics = |token: Option<&str>| {
-        let mut request = http().get(format!("{}/metrics", bridge.admin_url()));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        async move {
-            request
-                .send()
-                .await
-                .expect("GET /metrics")
-                .status()
-                .as_u16()
-        }
-    };
-    assert_eq!(metrics(None).await, 401);
-    assert_eq!(metrics(Some(TOKEN)).await, 200);
+    assert_eq!(admin_get(&bridge, "/metrics", None).await, 401);
+    assert_eq!(admin_get(&bridge, "/metrics", Some(TOKEN)).await, 200);
+}
+
+/// The status code of `GET path` on the bridge's admin server, with `token` as bearer.
+async fn admin_get(bridge: &Bridge, path: &str, token: Option<&str>) -> u16 {
+    let mut request = http().get(format!("{}{path}", bridge.admin_url()));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        .status()
+        .as_u16()
 }
 
 /// Without `[admin] token`, `/status` is open, as before.
