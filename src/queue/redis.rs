@@ -364,11 +364,30 @@ enum Ack {
     Stop,
 }
 
+/// A Lua function both retry-set scripts start with: where the metadata of a retry member
+/// `<n>:<entry id><n>:<meta><body>` starts and how long it is, or nothing when the member is
+/// not in that layout. A macro, not a `const`, because `concat!` takes only literals.
+macro_rules! member_meta_lua {
+    () => {
+        r#"
+local function member_meta(m)
+  local n = tonumber(string.match(m, '^(%d+):'))
+  local p = n and (string.find(m, ':', 1, true) + 1 + n)
+  local mn = p and tonumber(string.match(m, '^(%d+):', p))
+  if not mn then return nil end
+  return string.find(m, ':', p, true) + 1, mn
+end
+"#
+    };
+}
+
 /// Moves due jobs from the retry set back into the stream. KEYS: retry set, stream.
 /// ARGV: now ms, limit. Members are `<n>:<entry id><n>:<meta><body>` (see [`field`]), or JSON
 /// objects of the entry's fields when an earlier version scheduled them. A member that is
 /// neither stays where it is.
-const MOVE_LUA: &str = r#"
+const MOVE_LUA: &str = concat!(
+    member_meta_lua!(),
+    r#"
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local moved = 0
 for _, m in ipairs(due) do
@@ -379,11 +398,8 @@ for _, m in ipairs(due) do
     redis.call('ZREM', KEYS[1], m)
     moved = moved + 1
   else
-    local n = tonumber(string.match(m, '^(%d+):'))
-    local p = n and (string.find(m, ':', 1, true) + 1 + n)
-    local mn = p and tonumber(string.match(m, '^(%d+):', p))
-    if mn then
-      local q = string.find(m, ':', p, true) + 1
+    local q, mn = member_meta(m)
+    if q then
       redis.call('XADD', KEYS[2], '*', 'm', string.sub(m, q, q + mn - 1), 'b', string.sub(m, q + mn))
       redis.call('ZREM', KEYS[1], m)
       moved = moved + 1
@@ -391,13 +407,16 @@ for _, m in ipairs(due) do
   end
 end
 return moved
-"#;
+"#
+);
 
 /// Counts a queue in one atomic step: `[XLEN, pending, ZCARD, head, next_retry]`, where
 /// `head` and `next_retry` are `["m", <meta>]` (or `["r", <receipt ms>]` for the earlier
 /// formats) of the first stream entry and of the retry due first, or empty. Only the
 /// metadata leaves Redis, never a body. A missing consumer group counts as nothing pending.
-const COUNT_LUA: &str = r#"
+const COUNT_LUA: &str = concat!(
+    member_meta_lua!(),
+    r#"
 local len = redis.call('XLEN', KEYS[1])
 local retry = redis.call('ZCARD', KEYS[2])
 local pending = 0
@@ -419,17 +438,13 @@ if r[1] then
     local ok, j = pcall(cjson.decode, m)
     if ok and j.r then due = {'r', tostring(j.r)} end
   else
-    local n = tonumber(string.match(m, '^(%d+):'))
-    local p = n and (string.find(m, ':', 1, true) + 1 + n)
-    local mn = p and tonumber(string.match(m, '^(%d+):', p))
-    if mn then
-      local q = string.find(m, ':', p, true) + 1
-      due = {'m', string.sub(m, q, q + mn - 1)}
-    end
+    local q, mn = member_meta(m)
+    if q then due = {'m', string.sub(m, q, q + mn - 1)} end
   end
 end
 return {len, pending, retry, head, due}
-"#;
+"#
+);
 
 /// Counts the queue of `keys` (see [`COUNT_LUA`]).
 async fn counts_with(
