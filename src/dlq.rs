@@ -14,101 +14,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
-use serde::Serialize;
-
-use sha2::{Digest as _, Sha256};
 
 use crate::config::{Config, DlqConfig, FallbackConfig, TargetKind};
+use crate::message::{DeadLetter, DeadLetterSink, DlqError, Stage, Truncated};
 use crate::telemetry::metric;
 use crate::util::time::unix_ms;
-
-/// Where in the pipeline a message was given up on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// Before routing: too large, not JSON, not an envelope, queue full.
-    Ingest,
-    /// After the endpoint's last retry, or a permanent failure.
-    Delivery,
-}
-
-impl Stage {
-    fn as_str(self) -> &'static str {
-        match self {
-            Stage::Ingest => "ingest",
-            Stage::Delivery => "delivery",
-        }
-    }
-}
-
-/// One dead-letter entry.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeadLetter {
-    /// Stream entry id (empty before it is written).
-    pub id: String,
-    /// The endpoint; empty for ingest failures, which belong to no endpoint yet.
-    pub endpoint: String,
-    /// Where it failed.
-    pub stage: Stage,
-    /// The message's idempotency key (empty if ingest failed before computing it).
-    pub idempotency_key: String,
-    /// The event type.
-    pub event_type: String,
-    /// Source name.
-    pub source: String,
-    /// Channel or key it was read from.
-    pub channel: String,
-    /// The body that was (or would have been) POSTed; for ingest failures, as received.
-    #[serde(serialize_with = "body_as_text")]
-    pub body: Bytes,
-    /// HTTP attempts made.
-    pub attempts: u32,
-    /// Last HTTP status, if any.
-    pub last_status: Option<u16>,
-    /// Why it was given up on.
-    pub error: String,
-    /// When the bridge read the message (unix ms).
-    pub received_at_ms: u64,
-    /// When it was dead-lettered (unix ms).
-    pub failed_at_ms: u64,
-    /// Set when `body` is only the leading bytes of an oversized body.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub truncated: Option<Truncated>,
-}
-
-/// What identifies an oversized body of which only a prefix is stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Truncated {
-    /// Size of the whole body, in bytes.
-    pub body_size: u64,
-    /// Lowercase hex SHA-256 of the whole body.
-    pub body_sha256: String,
-}
-
-impl Truncated {
-    /// Size and digest of `body`.
-    pub fn of(body: &[u8]) -> Self {
-        Self {
-            body_size: body.len() as u64,
-            body_sha256: hex::encode(Sha256::digest(body)),
-        }
-    }
-}
-
-fn body_as_text<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&String::from_utf8_lossy(b))
-}
-
-/// Failures of the dead-letter stream.
-#[derive(Debug, thiserror::Error)]
-pub enum DlqError {
-    /// Redis refused or is unreachable.
-    #[error("redis error on the dead-letter stream: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// No entry with that id.
-    #[error("no dead-letter entry with id {0}")]
-    NotFound(String),
-}
 
 /// Handle to the dead-letter stream. Cheap to clone.
 #[derive(Clone)]
@@ -426,5 +336,18 @@ fn from_entry(id: String, mut map: HashMap<String, redis::Value>) -> DeadLetter 
         received_at_ms: s("received_at_ms").parse().unwrap_or(0),
         failed_at_ms: s("failed_at_ms").parse().unwrap_or(0),
         truncated,
+    }
+}
+
+#[async_trait::async_trait]
+impl DeadLetterSink for Dlq {
+    async fn record(&self, dl: &DeadLetter, patience: Duration) -> Option<String> {
+        self.add_reliably(dl, patience).await
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), DlqError> {
+        self.delete(std::slice::from_ref(&id.to_string()))
+            .await
+            .map(|_| ())
     }
 }

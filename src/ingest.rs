@@ -20,48 +20,18 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::{EndpointConfig, TargetConfig, TargetKind};
-use crate::delivery::EndpointState;
-use crate::dlq::{DeadLetter, Dlq, Stage};
+use crate::endpoint_state::EndpointState;
+use crate::message::{DeadLetter, DeadLetterSink, Job, Stage};
+use crate::queue::Queue;
 use crate::queue::memory::Full;
 use crate::queue::redis::{JOURNAL_LUA, JournalEndpoint, journal_cmd};
-use crate::queue::{Job, Queue};
 use crate::source::Received;
 use crate::telemetry::metric;
 use crate::util::time::unix_ms;
 
-/// A message after ingest, shared by all the jobs it fans out to.
-#[derive(Debug)]
-pub struct Message {
-    /// Stable across retries, replicas, restarts and the registry's own publisher.
-    pub idempotency_key: String,
-    /// `X-Hokusai-Event`.
-    pub event_type: String,
-    /// Source name.
-    pub source: Arc<str>,
-    /// Channel or key it was read from.
-    pub channel: String,
-    /// The bytes to POST, exactly as published (or the envelope's `payload` text).
-    pub body: Bytes,
-    /// When the bridge read it.
-    pub received_at: SystemTime,
-    /// The publisher's `traceparent`, if the payload carried one.
-    pub traceparent: Option<String>,
-}
-
-impl Message {
-    /// A minimal message for unit tests.
-    pub fn for_test(key: &str) -> Self {
-        Self {
-            idempotency_key: key.to_string(),
-            event_type: "test".into(),
-            source: Arc::from("test"),
-            channel: "test".into(),
-            body: Bytes::from_static(b"{}"),
-            received_at: SystemTime::now(),
-            traceparent: None,
-        }
-    }
-}
+/// What ingest makes of a received message; defined with the other shared types, named here
+/// too because ingest is where it is made.
+pub use crate::message::Message;
 
 /// Why a message could not be ingested. Each becomes a dead-letter entry.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -397,8 +367,8 @@ pub struct Ingest {
     pub settings: IngestSettings,
     /// Routing table.
     pub routes: Routes,
-    /// Dead-letter stream.
-    pub dlq: Dlq,
+    /// Where what cannot be ingested goes (the dead-letter stream).
+    pub dlq: Arc<dyn DeadLetterSink>,
     /// Redis, for de-duplication and the journal.
     pub redis: ConnectionManager,
     /// Stops journal retries when Redis stays away during shutdown.
@@ -732,13 +702,13 @@ impl Ingest {
         match q.push(Job::new(msg.clone())) {
             Ok(()) => {}
             Err(Full(job)) => {
-                let dl = dead_letter(
+                let dl = DeadLetter::from_job(
                     &job,
                     &route.endpoint.name,
                     Stage::Ingest,
                     "endpoint queue is full (durability = memory holds at most 100000 jobs per endpoint)",
                 );
-                self.dlq.add_reliably(&dl, Duration::from_secs(30)).await;
+                self.dlq.record(&dl, Duration::from_secs(30)).await;
                 route.state.dead_lettered(&dl.error);
             }
         }
@@ -763,27 +733,7 @@ impl Ingest {
             failed_at_ms: unix_ms(now),
             truncated: None,
         };
-        self.dlq.add_reliably(&dl, Duration::from_secs(30)).await;
-    }
-}
-
-/// The dead-letter entry for a job.
-pub fn dead_letter(job: &Job, endpoint: &str, stage: Stage, error: &str) -> DeadLetter {
-    DeadLetter {
-        id: String::new(),
-        endpoint: endpoint.to_string(),
-        stage,
-        idempotency_key: job.msg.idempotency_key.clone(),
-        event_type: job.msg.event_type.clone(),
-        source: job.msg.source.to_string(),
-        channel: job.msg.channel.clone(),
-        body: job.msg.body.clone(),
-        attempts: job.attempts,
-        last_status: job.last_status,
-        error: error.to_string(),
-        received_at_ms: unix_ms(job.msg.received_at),
-        failed_at_ms: unix_ms(SystemTime::now()),
-        truncated: None,
+        self.dlq.record(&dl, Duration::from_secs(30)).await;
     }
 }
 

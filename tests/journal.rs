@@ -14,8 +14,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use common::*;
 use redis::aio::ConnectionManager;
-use redis_webhook_bridge::ingest::Message;
-use redis_webhook_bridge::queue::Job;
+use redis_webhook_bridge::message::{Job, Message};
 use redis_webhook_bridge::queue::redis::{
     JOURNAL_LUA, JournalEndpoint, QueueKeys, Read, journal_cmd, parse_jobs,
 };

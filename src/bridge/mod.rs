@@ -186,7 +186,7 @@ pub async fn run(
             durable,
         },
         routes: endpoints.routes(),
-        dlq: dlq.clone(),
+        dlq: Arc::new(dlq.clone()),
         redis: conn.clone(),
         shutdown: shutdown.token.clone(),
         republisher: if opts.dual && !cfg.republish.targets.is_empty() {

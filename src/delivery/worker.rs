@@ -12,15 +12,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::Outcome;
 use super::circuit::{Admit, Circuit, State};
 use super::client::{ClientError, EndpointClient};
 use super::retry::RetryPolicy;
 use super::signing::{self, Signer, SigningError};
-use super::{EndpointState, Outcome};
 use crate::config::{EndpointConfig, SecurityConfig};
-use crate::dlq::{Dlq, Stage};
-use crate::ingest::{Message, dead_letter};
-use crate::queue::{Job, Queue};
+use crate::endpoint_state::EndpointState;
+use crate::message::{DeadLetter, DeadLetterSink, Job, Message, Stage};
+use crate::queue::Queue;
 use crate::telemetry::{self, FailureReason, metric};
 
 /// How long a settled job may wait for the dead-letter stream to accept it.
@@ -119,7 +119,7 @@ pub struct Worker {
     policy: RetryPolicy,
     queue: Queue,
     state: Arc<EndpointState>,
-    dlq: Dlq,
+    dlq: Arc<dyn DeadLetterSink>,
     success: metrics::Counter,
     retries: metrics::Counter,
     duration: metrics::Histogram,
@@ -127,13 +127,14 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Builds the worker: signer, pooled client and circuit, once.
+    /// Builds the worker: signer, pooled client and circuit, once. What it gives up on goes
+    /// to `dlq`.
     pub fn new(
         cfg: Arc<EndpointConfig>,
         security: &SecurityConfig,
         queue: Queue,
         state: Arc<EndpointState>,
-        dlq: Dlq,
+        dlq: impl DeadLetterSink + 'static,
     ) -> Result<Self, WorkerError> {
         let headers = AttemptHeaders::new(&cfg).map_err(|source| WorkerError::Signing {
             endpoint: cfg.name.clone(),
@@ -142,7 +143,7 @@ impl Worker {
         let client = EndpointClient::build(&cfg, security)?;
         let name = cfg.name.clone();
         crate::telemetry::endpoint_series(&name);
-        super::zero_queue_gauges(&name);
+        crate::queue::gauges::zero_queue_gauges(&name);
         Ok(Self {
             headers,
             client,
@@ -157,7 +158,7 @@ impl Worker {
             },
             queue,
             state,
-            dlq,
+            dlq: Arc::new(dlq),
             success: metrics::counter!(metric::PUBLISH_SUCCESS, "endpoint" => name.clone()),
             retries: metrics::counter!(metric::RETRY_COUNT, "endpoint" => name.clone()),
             duration: metrics::histogram!(metric::DELIVERY_DURATION, "endpoint" => name.clone()),
@@ -344,8 +345,8 @@ impl Worker {
             error = %error,
             "delivery dead-lettered"
         );
-        let dl = dead_letter(job, &self.cfg.name, Stage::Delivery, error);
-        self.dlq.add_reliably(&dl, DLQ_PATIENCE).await;
+        let dl = DeadLetter::from_job(job, &self.cfg.name, Stage::Delivery, error);
+        self.dlq.record(&dl, DLQ_PATIENCE).await;
         self.state.dead_lettered(error);
         self.settled(job, false).await;
     }
@@ -354,7 +355,7 @@ impl Worker {
     /// it failed again), and the queue learns the job is done.
     async fn settled(&self, job: &Job, delivered: bool) {
         if let Some(id) = &job.replay_of
-            && let Err(e) = self.dlq.delete(std::slice::from_ref(id)).await
+            && let Err(e) = self.dlq.remove(id).await
         {
             tracing::warn!(endpoint = %self.cfg.name, dlq_id = %id, error = %e, "replayed entry could not be removed from the dead-letter stream");
         }

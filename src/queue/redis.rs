@@ -24,8 +24,8 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::Job;
-use crate::ingest::Message;
+use crate::endpoint_state::QueueCounts;
+use crate::message::{Job, Message};
 use crate::redis::group::claim_dead_consumers;
 use crate::redis::reply::{
     Fields, as_bytes, as_string, as_u64, fields_of, pending_ids, raw_read_reply,
@@ -451,7 +451,7 @@ async fn counts_with(
     script: &redis::Script,
     conn: &mut ConnectionManager,
     keys: &QueueKeys,
-) -> redis::RedisResult<super::QueueCounts> {
+) -> redis::RedisResult<QueueCounts> {
     let v: Value = script
         .key(&keys.stream)
         .key(&keys.retry)
@@ -471,7 +471,7 @@ async fn counts_with(
         .filter(|ms| *ms > 0)
         .min()
         .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
-    Ok(super::QueueCounts::new(
+    Ok(QueueCounts::new(
         len.saturating_sub(pending),
         pending,
         retry,
@@ -503,7 +503,7 @@ pub async fn queue_counts(
     conn: &mut ConnectionManager,
     key_prefix: &str,
     endpoint: &str,
-) -> redis::RedisResult<super::QueueCounts> {
+) -> redis::RedisResult<QueueCounts> {
     let keys = QueueKeys::new(key_prefix, endpoint);
     counts_with(&redis::Script::new(COUNT_LUA), conn, &keys).await
 }
@@ -646,7 +646,7 @@ impl RedisQueue {
     }
 
     /// What the queue holds that is not delivered yet, across every replica.
-    pub async fn counts(&self) -> redis::RedisResult<super::QueueCounts> {
+    pub async fn counts(&self) -> redis::RedisResult<QueueCounts> {
         let mut conn = self.conn.clone();
         counts_with(&self.counter, &mut conn, &self.keys).await
     }
