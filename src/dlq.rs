@@ -18,6 +18,7 @@ use redis::aio::ConnectionManager;
 use crate::config::{Config, DlqConfig, FallbackConfig, TargetKind};
 use crate::message::{DeadLetter, DeadLetterSink, DlqError, Stage, Truncated};
 use crate::telemetry::metric;
+use crate::util::backoff::Backoff;
 use crate::util::time::unix_ms;
 
 /// Handle to the dead-letter stream. Cheap to clone.
@@ -178,11 +179,12 @@ impl Dlq {
     /// logged as an error with the idempotency key so it can be found.
     pub async fn add_reliably(&self, dl: &DeadLetter, patience: Duration) -> Option<String> {
         let deadline = tokio::time::Instant::now() + patience;
-        let mut wait = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         loop {
             match self.add(dl).await {
                 Ok(id) => return Some(id),
                 Err(e) => {
+                    let wait = backoff.next_delay();
                     if tokio::time::Instant::now() + wait > deadline {
                         tracing::error!(
                             endpoint = %dl.endpoint,
@@ -195,7 +197,6 @@ impl Dlq {
                     }
                     tracing::warn!(endpoint = %dl.endpoint, idempotency_key = %dl.idempotency_key, redis = %crate::redis::redis_address(), error = %e, "dead-letter write failed; retrying");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -54,7 +54,6 @@ const LAYERS: &[(&str, u8)] = &[
 /// sides can reach it); none may be added.
 const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("config", "delivery"), // Signer, built to check an endpoint's secrets
-    ("ingest", "queue"),    // the journal is written by ingest
 ];
 
 /// Every `.rs` file under `dir`, sorted.

@@ -15,9 +15,9 @@ use bytes::Bytes;
 use common::*;
 use redis::aio::ConnectionManager;
 use redis_webhook_bridge::message::{Job, Message};
-use redis_webhook_bridge::queue::redis::{
-    JOURNAL_LUA, JournalEndpoint, QueueKeys, Read, journal_cmd, parse_jobs,
-};
+use redis_webhook_bridge::queue::redis::QueueKeys;
+use redis_webhook_bridge::queue::redis::codec::{Read, parse_jobs};
+use redis_webhook_bridge::queue::redis::journal::{JOURNAL_LUA, JournalEndpoint, journal_cmd};
 use redis_webhook_bridge::util::time::unix_ms;
 
 const WINDOW_MS: u64 = 60_000;

@@ -20,13 +20,15 @@ use crate::config::{Config, EndpointConfig, RedisUrl, SecurityConfig};
 use crate::delivery::worker::Worker;
 use crate::dlq::Dlq;
 use crate::endpoint_state::EndpointState;
-use crate::ingest::Route;
 use crate::message::{DeadLetter, Stage};
 use crate::queue::Queue;
 use crate::queue::gauges::CountedQueue;
 use crate::queue::memory::{DEFAULT_CAPACITY, MemoryQueue};
 use crate::queue::redis::{QueueKeys, RedisQueue};
 use crate::shutdown::Shutdown;
+
+/// An endpoint's route, holding its queue.
+type Route = crate::ingest::Route<Queue>;
 
 /// Where endpoint queues live.
 #[derive(Clone)]
@@ -89,8 +91,6 @@ pub fn build_endpoint(
         route: Route {
             endpoint: ep,
             queue,
-            stream: keys.stream,
-            ledger: keys.ledger.queued,
             state,
         },
         worker: Arc::new(worker),

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::config::{Config, SourceKind};
 use crate::control::{self, PauseInfo};
 use crate::endpoint_state::QueueCounts;
-use crate::queue::redis::queue_counts;
+use crate::queue::redis::counts::queue_counts;
 use crate::redis::redis_manager;
 
 /// `pause [--reason]`.

@@ -202,14 +202,7 @@ async fn replay(
             shutdown.tracker.clone(),
         ));
     }
-    let ingest_settings = crate::ingest::IngestSettings {
-        key_fields: cfg.delivery.idempotency_key_fields.clone(),
-        max_payload_bytes: cfg.security.max_payload_bytes,
-        max_json_depth: cfg.security.max_json_depth,
-        dedupe_window: cfg.delivery.dedupe_window.0,
-        seen_prefix: cfg.redis.key("seen:"),
-        durable: false,
-    };
+    let ingest_settings = crate::ingest::IngestSettings::from_config(cfg);
 
     let mut skipped = 0u64;
     let mut queued = 0u64;
@@ -263,24 +256,10 @@ async fn replay(
                 }
             };
             // The same checks, in the same order, as the ingest step that dead-lettered it.
-            match ingest::validate(&e.body, ingest_settings.max_json_depth).and_then(|()| {
-                ingest::parse(
-                    &e.body,
-                    &e.channel,
-                    unwrap_envelope,
-                    &ingest_settings.key_fields,
-                    ingest_settings.max_payload_bytes,
-                )
-            }) {
-                Ok(p) => Message {
-                    idempotency_key: p.idempotency_key,
-                    event_type: p.event_type,
-                    source: Arc::from(e.source.as_str()),
-                    channel: e.channel.clone(),
-                    body: p.body,
-                    received_at,
-                    traceparent: p.traceparent,
-                },
+            match ingest::parse_received(&e.body, &e.channel, unwrap_envelope, &ingest_settings) {
+                Ok(p) => {
+                    p.into_message(Arc::from(e.source.as_str()), e.channel.clone(), received_at)
+                }
                 Err(err) => {
                     eprintln!(
                         "{}: skipped: still cannot be ingested ({err}); left in place",

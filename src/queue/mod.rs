@@ -1,10 +1,13 @@
 //! Per-endpoint queues of delivery jobs.
 //!
-//! A [`Job`] is one message bound for one endpoint. Ingest pushes jobs; the endpoint's
-//! delivery worker takes them with [`memory::MemoryQueue::next`], and either finishes them
-//! (delivered or dead-lettered) or puts them back with a due time for a retry.
+//! A [`Job`] is one message bound for one endpoint. Ingest hands each routed batch to the
+//! [`Intake`], which owns how it is stored: journaled into Redis streams ([`redis`]) or
+//! pushed to [`memory`] queues. The endpoint's delivery worker takes jobs with
+//! [`Queue::next`], and either finishes them (delivered or dead-lettered) or puts them back
+//! with a due time for a retry.
 
 pub mod gauges;
+pub mod intake;
 pub mod memory;
 pub mod redis;
 
@@ -13,6 +16,9 @@ use std::time::Duration;
 
 use crate::endpoint_state::QueueCounts;
 use crate::message::Job;
+use crate::util::backoff::Backoff;
+
+pub use intake::Intake;
 
 /// An endpoint's queue, in memory or in Redis.
 #[derive(Clone)]
@@ -52,14 +58,12 @@ impl Queue {
         match self {
             Queue::Memory(q) => q.retry_at(job, tokio::time::Instant::now() + delay),
             Queue::Redis(q) => {
-                let mut wait = Duration::from_millis(100);
+                let mut backoff = Backoff::default();
                 while let Err(e) = q.retry_in(&job, delay).await {
                     tracing::warn!(idempotency_key = %job.msg.idempotency_key, redis = %crate::redis::redis_address(), error = %e, "cannot schedule the retry in Redis; trying again");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.cancelled() => return,
+                    if !backoff.wait(shutdown).await {
+                        return;
                     }
-                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }
         }
