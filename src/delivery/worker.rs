@@ -233,38 +233,10 @@ impl Worker {
     async fn handle(&self, mut job: Job, mut admit: Admit, shutdown: &CancellationToken) {
         loop {
             let outcome = self.attempt(&mut job).await;
-            let ok = matches!(outcome, Outcome::Delivered { .. });
-            // Only failures that say the endpoint is unwell count against the circuit; a 4xx
-            // is the endpoint answering that the request is wrong.
-            let counts = ok || matches!(outcome, Outcome::Retry { .. });
-            if counts && let Some(s) = self.circuit.record(ok, admit == Admit::Probe) {
-                self.circuit_changed(s);
-            } else if admit == Admit::Probe && !counts {
-                // A probe answered with a permanent error still proves the endpoint is up.
-                if let Some(s) = self.circuit.record(true, true) {
-                    self.circuit_changed(s);
-                }
-            }
+            self.record_in_circuit(&outcome, admit);
             match outcome {
                 Outcome::Delivered { status } => {
-                    self.success.increment(1);
-                    self.state.delivered_now();
-                    let e2e = SystemTime::now()
-                        .duration_since(job.msg.received_at)
-                        .unwrap_or_default();
-                    self.end_to_end.record(e2e.as_secs_f64());
-                    tracing::debug!(endpoint = %self.cfg.name, idempotency_key = %job.msg.idempotency_key, attempt = job.attempts, status, "delivered");
-                    if job.attempts > 1 {
-                        // One line for the operator who saw the failed attempts: it went through.
-                        tracing::info!(
-                            endpoint = %self.cfg.name,
-                            idempotency_key = %job.msg.idempotency_key,
-                            attempts = job.attempts,
-                            status,
-                            total_ms = e2e.as_millis() as u64,
-                            "delivered after failed attempts"
-                        );
-                    }
+                    self.delivered(&job, status);
                     self.settled(&job, true).await;
                     return;
                 }
@@ -281,33 +253,18 @@ impl Worker {
                         self.dead_letter(&job, &msg, kind).await;
                         return;
                     }
-                    let delay = self
-                        .policy
-                        .delay(job.attempts, after, rand::random::<f64>());
-                    self.retries.increment(1);
-                    self.state.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        endpoint = %self.cfg.name,
-                        idempotency_key = %job.msg.idempotency_key,
-                        attempt = job.attempts,
-                        status,
-                        error_kind = status.is_none().then_some(reason.as_str()),
-                        error = %error,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "attempt failed; will retry"
-                    );
+                    let delay = self.will_retry(&job, status, after, reason, &error);
                     if !self.cfg.ordered {
                         self.queue.retry_in(job, delay, shutdown).await;
                         return;
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => { self.queue.release(job); return; }
+                    match self.wait_in_place(delay, shutdown).await {
+                        Some(a) => admit = a,
+                        None => {
+                            self.queue.release(job);
+                            return;
+                        }
                     }
-                    admit = tokio::select! {
-                        a = self.circuit.admit(|s| self.circuit_changed(s)) => a,
-                        _ = shutdown.cancelled() => { self.queue.release(job); return; }
-                    };
                 }
                 Outcome::Permanent {
                     status,
@@ -321,6 +278,84 @@ impl Worker {
                     return;
                 }
             }
+        }
+    }
+
+    /// Tells the circuit how an attempt went. Only failures that say the endpoint is unwell
+    /// count against it; a 4xx is the endpoint answering that the request is wrong.
+    fn record_in_circuit(&self, outcome: &Outcome, admit: Admit) {
+        let ok = matches!(outcome, Outcome::Delivered { .. });
+        let counts = ok || matches!(outcome, Outcome::Retry { .. });
+        if counts && let Some(s) = self.circuit.record(ok, admit == Admit::Probe) {
+            self.circuit_changed(s);
+        } else if admit == Admit::Probe && !counts {
+            // A probe answered with a permanent error still proves the endpoint is up.
+            if let Some(s) = self.circuit.record(true, true) {
+                self.circuit_changed(s);
+            }
+        }
+    }
+
+    /// Counts and logs a delivery that got `status` (a 2xx).
+    fn delivered(&self, job: &Job, status: u16) {
+        self.success.increment(1);
+        self.state.delivered_now();
+        let e2e = SystemTime::now()
+            .duration_since(job.msg.received_at)
+            .unwrap_or_default();
+        self.end_to_end.record(e2e.as_secs_f64());
+        tracing::debug!(endpoint = %self.cfg.name, idempotency_key = %job.msg.idempotency_key, attempt = job.attempts, status, "delivered");
+        if job.attempts > 1 {
+            // One line for the operator who saw the failed attempts: it went through.
+            tracing::info!(
+                endpoint = %self.cfg.name,
+                idempotency_key = %job.msg.idempotency_key,
+                attempts = job.attempts,
+                status,
+                total_ms = e2e.as_millis() as u64,
+                "delivered after failed attempts"
+            );
+        }
+    }
+
+    /// Counts and logs a retry of `job` and returns its delay (the policy's, or the
+    /// endpoint's `Retry-After` within `max_retry_delay`).
+    fn will_retry(
+        &self,
+        job: &Job,
+        status: Option<u16>,
+        after: Option<Duration>,
+        reason: FailureReason,
+        error: &str,
+    ) -> Duration {
+        let delay = self
+            .policy
+            .delay(job.attempts, after, rand::random::<f64>());
+        self.retries.increment(1);
+        self.state.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            endpoint = %self.cfg.name,
+            idempotency_key = %job.msg.idempotency_key,
+            attempt = job.attempts,
+            status,
+            error_kind = status.is_none().then_some(reason.as_str()),
+            error = %error,
+            retry_in_ms = delay.as_millis() as u64,
+            "attempt failed; will retry"
+        );
+        delay
+    }
+
+    /// An `ordered` endpoint's retry: waits out `delay`, then for the circuit to admit the
+    /// attempt. `None` at shutdown (the job is to be released).
+    async fn wait_in_place(&self, delay: Duration, shutdown: &CancellationToken) -> Option<Admit> {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return None,
+        }
+        tokio::select! {
+            a = self.circuit.admit(|s| self.circuit_changed(s)) => Some(a),
+            _ = shutdown.cancelled() => None,
         }
     }
 

@@ -8,6 +8,11 @@
 //! original can be found without the stream holding it; and every write trims the stream to
 //! `[dlq] max_entries` and `max_age` (counted in `bridge_dlq_trimmed_total`). Listing reads
 //! the stream in pages, so memory does not grow with its length.
+//!
+//! [`replay`] re-drives entries through the delivery workers; [`Dlq`] is the
+//! [`DeadLetterSink`] the earlier stages dead-letter through.
+
+pub mod replay;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -70,6 +75,31 @@ impl Dlq {
     pub async fn add(&self, dl: &DeadLetter) -> Result<String, DlqError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
+        self.entry_into(&mut pipe, dl);
+        let trims = self.trims_into(&mut pipe);
+        self.fallback_into(&mut pipe, dl);
+        let mut conn = self.conn.clone();
+        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let mut replies = replies.into_iter();
+        let id: String = redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))
+            .map_err(redis::RedisError::from)?;
+        metrics::gauge!(metric::DLQ_DEPTH).increment(1.0);
+        for limit in trims.into_iter().flatten() {
+            let trimmed: u64 = replies
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or(0);
+            if trimmed > 0 {
+                metrics::counter!(metric::DLQ_TRIMMED, "limit" => limit).increment(trimmed);
+                metrics::gauge!(metric::DLQ_DEPTH).decrement(trimmed as f64);
+                tracing::warn!(trimmed, limit = %format!("dlq.{limit}"), "oldest dead-letter entries trimmed");
+            }
+        }
+        Ok(id)
+    }
+
+    /// Adds the XADD of `dl` (its reply is the entry id).
+    fn entry_into(&self, pipe: &mut redis::Pipeline, dl: &DeadLetter) {
         let status = dl.last_status.map(|s| s.to_string()).unwrap_or_default();
         let (body, truncated) = self.stored_body(dl);
         let xadd = pipe
@@ -106,6 +136,11 @@ impl Dlq {
                 .arg("body_sha256")
                 .arg(&t.body_sha256);
         }
+    }
+
+    /// Adds the XTRIMs of the retention limits that are on; returns their names in the order
+    /// of their replies (each reply is the count of entries it trimmed).
+    fn trims_into(&self, pipe: &mut redis::Pipeline) -> [Option<&'static str>; 2] {
         // Exact trimming (no `~`): the limits are what the operator configured, and the count
         // XTRIM returns feeds the trimmed-entries metric.
         // Age first, so an entry removed for its age is counted as such.
@@ -125,58 +160,50 @@ impl Dlq {
                 .arg("MAXLEN")
                 .arg(self.retention.max_entries);
         }
-        if let Some(fb) = &self.fallback {
-            match fb.target.kind {
-                TargetKind::List => {
-                    pipe.cmd("LPUSH")
-                        .arg(&fb.target.key)
-                        .arg(dl.body.as_ref())
-                        .ignore();
-                }
-                TargetKind::Channel => {
-                    pipe.cmd("PUBLISH")
-                        .arg(&fb.target.key)
-                        .arg(dl.body.as_ref())
-                        .ignore();
-                }
-                TargetKind::Stream => {
-                    pipe.cmd("XADD")
-                        .arg(&fb.target.key)
-                        .arg("*")
-                        .arg("body")
-                        .arg(dl.body.as_ref())
-                        .arg("idempotency_key")
-                        .arg(&dl.idempotency_key)
-                        .ignore();
-                }
+        [
+            by_age.then_some("max_age"),
+            by_count.then_some("max_entries"),
+        ]
+    }
+
+    /// Adds the write of the fallback copy, if `[fallback]` is on (its reply is ignored).
+    fn fallback_into(&self, pipe: &mut redis::Pipeline, dl: &DeadLetter) {
+        let Some(fb) = &self.fallback else {
+            return;
+        };
+        match fb.target.kind {
+            TargetKind::List => {
+                pipe.cmd("LPUSH")
+                    .arg(&fb.target.key)
+                    .arg(dl.body.as_ref())
+                    .ignore();
+            }
+            TargetKind::Channel => {
+                pipe.cmd("PUBLISH")
+                    .arg(&fb.target.key)
+                    .arg(dl.body.as_ref())
+                    .ignore();
+            }
+            TargetKind::Stream => {
+                pipe.cmd("XADD")
+                    .arg(&fb.target.key)
+                    .arg("*")
+                    .arg("body")
+                    .arg(dl.body.as_ref())
+                    .arg("idempotency_key")
+                    .arg(&dl.idempotency_key)
+                    .ignore();
             }
         }
-        let mut conn = self.conn.clone();
-        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        let mut replies = replies.into_iter();
-        let id: String = redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))
-            .map_err(redis::RedisError::from)?;
-        metrics::gauge!(metric::DLQ_DEPTH).increment(1.0);
-        for (on, limit) in [(by_age, "max_age"), (by_count, "max_entries")] {
-            if !on {
-                continue;
-            }
-            let trimmed: u64 = replies
-                .next()
-                .and_then(|v| redis::from_redis_value(v).ok())
-                .unwrap_or(0);
-            if trimmed > 0 {
-                metrics::counter!(metric::DLQ_TRIMMED, "limit" => limit).increment(trimmed);
-                metrics::gauge!(metric::DLQ_DEPTH).decrement(trimmed as f64);
-                tracing::warn!(trimmed, limit = %format!("dlq.{limit}"), "oldest dead-letter entries trimmed");
-            }
-        }
-        Ok(id)
     }
 
     /// Writes an entry, retrying with backoff while Redis is unreachable, for at most
     /// `patience`. A message is only ever lost here if Redis stays down that long; that is
     /// logged as an error with the idempotency key so it can be found.
+    ///
+    /// Shutdown does not cut the tries short: what is dead-lettered was already taken from
+    /// its source or queue (or is about to be acknowledged there), so this write is its only
+    /// copy; `patience` bounds how long it can hold up the exit.
     pub async fn add_reliably(&self, dl: &DeadLetter, patience: Duration) -> Option<String> {
         let deadline = tokio::time::Instant::now() + patience;
         let mut backoff = Backoff::default();
