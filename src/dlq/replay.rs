@@ -365,3 +365,66 @@ fn settled(locals: &[Local]) -> (u64, u64) {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_reason_to_leave_an_entry_in_place_reads_as_the_command_prints_it() {
+        let truncated = SkipReason::Truncated {
+            body_size: 3_000_000,
+            body_sha256: "ab12".into(),
+        };
+        assert_eq!(
+            truncated.to_string(),
+            "skipped: only a prefix of its 3000000-byte body (sha256 ab12) is stored; left in place"
+        );
+        assert_eq!(
+            SkipReason::UnknownSource(UnknownSource("gone".into())).to_string(),
+            "skipped: source `gone` is not in the config, so the ingest rules it was read under (unwrap_envelope) are unknown; left in place"
+        );
+        assert_eq!(
+            SkipReason::NotIngestible(IngestError::NotEnvelope("no `payload` field")).to_string(),
+            "skipped: still cannot be ingested (not a registry envelope: no `payload` field); left in place"
+        );
+        assert_eq!(
+            SkipReason::NoEndpoint("old".into()).to_string(),
+            "endpoint `old` is not in the config (or matches no endpoint); left in place"
+        );
+    }
+
+    #[test]
+    fn a_delivery_entry_is_replayed_as_it_was_to_be_delivered() {
+        let e = DeadLetter {
+            id: "1-0".into(),
+            endpoint: "site".into(),
+            stage: Stage::Delivery,
+            idempotency_key: "k-1".into(),
+            event_type: "model.ready".into(),
+            source: "registry".into(),
+            channel: "hokusai:events".into(),
+            body: bytes::Bytes::from_static(b"{\"a\":1}"),
+            attempts: 5,
+            last_status: Some(503),
+            error: "gave up after 5 attempts: HTTP 503".into(),
+            received_at_ms: 1_700_000_000_123,
+            failed_at_ms: 1_700_000_100_000,
+            truncated: None,
+        };
+        let m = as_delivered(&e);
+        assert_eq!(
+            (m.idempotency_key.as_str(), m.event_type.as_str()),
+            ("k-1", "model.ready")
+        );
+        assert_eq!(
+            (&*m.source, m.channel.as_str()),
+            ("registry", "hokusai:events")
+        );
+        assert_eq!(m.body, e.body);
+        assert_eq!(
+            m.received_at,
+            UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)
+        );
+    }
+}

@@ -58,7 +58,7 @@ return fresh
 "#;
 
 /// One endpoint of a journal batch.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct JournalEndpoint<'a> {
     /// Its stream.
     pub stream: &'a str,
