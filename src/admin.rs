@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::config::Secret;
 use crate::control::PauseInfo;
-use crate::delivery::{EndpointSnapshot, EndpointState};
+use crate::endpoint_state::{EndpointSnapshot, EndpointState};
 use crate::source::SourceState;
 
 /// Everything the admin endpoints report on.

@@ -498,7 +498,7 @@ pub mod emf {
     use tokio_util::sync::CancellationToken;
 
     use super::metric;
-    use crate::delivery::EndpointState;
+    use crate::endpoint_state::EndpointState;
 
     /// The EMF namespace.
     pub const NAMESPACE: &str = "Hokusai/Webhooks";

@@ -9,17 +9,19 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use common::*;
 use redis::aio::ConnectionManager;
-use redis_webhook_bridge::ingest::Message;
-use redis_webhook_bridge::queue::Job;
-use redis_webhook_bridge::queue::redis::{
-    JOURNAL_LUA, JournalEndpoint, QueueKeys, Read, journal_cmd, parse_jobs,
+use redis_webhook_bridge::message::{Job, Message};
+use redis_webhook_bridge::queue::redis::QueueKeys;
+use redis_webhook_bridge::queue::redis::codec::{Read, parse_jobs};
+use redis_webhook_bridge::queue::redis::journal::{
+    JOURNAL_LUA, Journal, JournalEndpoint, journal_cmd,
 };
 use redis_webhook_bridge::util::time::unix_ms;
+use tokio_util::sync::CancellationToken;
 
 const WINDOW_MS: u64 = 60_000;
 
@@ -201,6 +203,56 @@ async fn one_call_journals_a_batch_once_per_key_into_each_matching_endpoint() {
     assert_eq!(keys.len(), 701);
     assert_eq!(keys[1], "bulk-000");
     assert_eq!(keys[700], "bulk-699", "journaled in batch order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_redis_does_not_take_through_shutdown_is_given_up_after_a_short_grace() {
+    let mut redis = RedisServer::start();
+    let shutdown = CancellationToken::new();
+    // A connection that fails at once while the server is away, so that the test measures
+    // the journal's own waits.
+    let conn = ConnectionManager::new_with_config(
+        redis.client(),
+        redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(0)
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(1))),
+    )
+    .await
+    .expect("connect to the test redis-server");
+    let journal = Journal::new(
+        conn,
+        "jg:seen:".into(),
+        Duration::from_millis(WINDOW_MS),
+        shutdown.clone(),
+    );
+    let keys = QueueKeys::new("jg", "one");
+    let one = [JournalEndpoint {
+        stream: &keys.stream,
+        ledger: &keys.ledger.queued,
+    }];
+    let (a, b, c) = (message("key-a"), message("key-b"), message("key-c"));
+    let fresh = journal
+        .write(&one, &[(&a, vec![0])])
+        .await
+        .expect("journaled");
+    assert_eq!(fresh, vec![true]);
+
+    redis.kill();
+    shutdown.cancel();
+    let started = Instant::now();
+    let given_up = journal.write(&one, &[(&b, vec![0])]).await;
+    let took = started.elapsed();
+    assert!(given_up.is_err(), "nothing can be journaled: {given_up:?}");
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(10),
+        "tried on for the grace after shutdown, then gave up: {took:?}"
+    );
+    // The grace counts once: the next batch gives up at its first failure.
+    let started = Instant::now();
+    assert!(journal.write(&one, &[(&c, vec![0])]).await.is_err());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "{took:?}");
 }
 
 /// `XADD stream * field value …`.

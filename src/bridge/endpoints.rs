@@ -17,14 +17,18 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, EndpointConfig, RedisUrl, SecurityConfig};
-use crate::delivery::EndpointState;
 use crate::delivery::worker::Worker;
-use crate::dlq::{Dlq, Stage};
-use crate::ingest::Route;
+use crate::dlq::Dlq;
+use crate::endpoint_state::EndpointState;
+use crate::message::{DeadLetter, Stage};
 use crate::queue::Queue;
+use crate::queue::gauges::CountedQueue;
 use crate::queue::memory::{DEFAULT_CAPACITY, MemoryQueue};
 use crate::queue::redis::{QueueKeys, RedisQueue};
 use crate::shutdown::Shutdown;
+
+/// An endpoint's route, holding its queue.
+type Route = crate::ingest::Route<Queue>;
 
 /// Where endpoint queues live.
 #[derive(Clone)]
@@ -72,7 +76,7 @@ pub fn build_endpoint(
                 ))),
             };
             let state = Arc::new(EndpointState::new(&ep.name, &ep.url.redacted()));
-            state.attach_queue(&queue);
+            state.attach_queue(CountedQueue::new(&ep.name, queue.clone()));
             (queue, state)
         }
     };
@@ -87,8 +91,6 @@ pub fn build_endpoint(
         route: Route {
             endpoint: ep,
             queue,
-            stream: keys.stream,
-            ledger: keys.ledger.queued,
             state,
         },
         worker: Arc::new(worker),
@@ -403,7 +405,7 @@ impl EndpointSet {
 async fn park(dlq: &Dlq, endpoint: &str, q: &MemoryQueue, why: &str) -> usize {
     let mut parked = 0;
     for job in q.take_all() {
-        let dl = crate::ingest::dead_letter(&job, endpoint, Stage::Delivery, why);
+        let dl = DeadLetter::from_job(&job, endpoint, Stage::Delivery, why);
         if dlq
             .add_reliably(&dl, Duration::from_secs(5))
             .await

@@ -20,6 +20,7 @@ use crate::config::{Config, Durability, LoadOptions, SourceKind};
 use crate::control;
 use crate::dlq::Dlq;
 use crate::ingest::{Ingest, IngestSettings};
+use crate::queue::Intake;
 use crate::queue::redis as redis_queue;
 use crate::redis::{consumer_name, redis_manager, redis_reader};
 use crate::shutdown::Shutdown;
@@ -177,16 +178,15 @@ pub async fn run(
 
     let (tx, rx) = mpsc::channel(4096);
     let ingest = Ingest {
-        settings: IngestSettings {
-            key_fields: cfg.delivery.idempotency_key_fields.clone(),
-            max_payload_bytes: cfg.security.max_payload_bytes,
-            max_json_depth: cfg.security.max_json_depth,
-            dedupe_window: cfg.delivery.dedupe_window.0,
-            seen_prefix: cfg.redis.key("seen:"),
-            durable,
-        },
+        settings: IngestSettings::from_config(&cfg),
         routes: endpoints.routes(),
-        dlq: dlq.clone(),
+        queue: Intake::new(
+            conn.clone(),
+            &cfg,
+            Arc::new(dlq.clone()),
+            shutdown.token.clone(),
+        ),
+        dlq: Arc::new(dlq.clone()),
         redis: conn.clone(),
         shutdown: shutdown.token.clone(),
         republisher: if opts.dual && !cfg.republish.targets.is_empty() {

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::config::{Config, SourceKind};
 use crate::control::{self, PauseInfo};
-use crate::queue::QueueCounts;
-use crate::queue::redis::queue_counts;
+use crate::endpoint_state::QueueCounts;
+use crate::queue::redis::counts::queue_counts;
 use crate::redis::redis_manager;
 
 /// `pause [--reason]`.

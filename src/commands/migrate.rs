@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::cli::Format;
 use crate::config::{Config, Durability, SourceKind};
 use crate::ingest;
-use crate::queue::redis::LedgerKeys;
+use crate::queue::redis::ledger::LedgerKeys;
 use crate::redis::redis_manager;
 use crate::redis::reply::parse_entries;
 

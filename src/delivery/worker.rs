@@ -12,15 +12,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::Outcome;
 use super::circuit::{Admit, Circuit, State};
 use super::client::{ClientError, EndpointClient};
 use super::retry::RetryPolicy;
 use super::signing::{self, Signer, SigningError};
-use super::{EndpointState, Outcome};
 use crate::config::{EndpointConfig, SecurityConfig};
-use crate::dlq::{Dlq, Stage};
-use crate::ingest::{Message, dead_letter};
-use crate::queue::{Job, Queue};
+use crate::endpoint_state::EndpointState;
+use crate::message::{DeadLetter, DeadLetterSink, Job, Message, Stage};
+use crate::queue::Queue;
 use crate::telemetry::{self, FailureReason, metric};
 
 /// How long a settled job may wait for the dead-letter stream to accept it.
@@ -119,7 +119,7 @@ pub struct Worker {
     policy: RetryPolicy,
     queue: Queue,
     state: Arc<EndpointState>,
-    dlq: Dlq,
+    dlq: Arc<dyn DeadLetterSink>,
     success: metrics::Counter,
     retries: metrics::Counter,
     duration: metrics::Histogram,
@@ -127,13 +127,14 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Builds the worker: signer, pooled client and circuit, once.
+    /// Builds the worker: signer, pooled client and circuit, once. What it gives up on goes
+    /// to `dlq`.
     pub fn new(
         cfg: Arc<EndpointConfig>,
         security: &SecurityConfig,
         queue: Queue,
         state: Arc<EndpointState>,
-        dlq: Dlq,
+        dlq: impl DeadLetterSink + 'static,
     ) -> Result<Self, WorkerError> {
         let headers = AttemptHeaders::new(&cfg).map_err(|source| WorkerError::Signing {
             endpoint: cfg.name.clone(),
@@ -142,7 +143,7 @@ impl Worker {
         let client = EndpointClient::build(&cfg, security)?;
         let name = cfg.name.clone();
         crate::telemetry::endpoint_series(&name);
-        super::zero_queue_gauges(&name);
+        crate::queue::gauges::zero_queue_gauges(&name);
         Ok(Self {
             headers,
             client,
@@ -157,7 +158,7 @@ impl Worker {
             },
             queue,
             state,
-            dlq,
+            dlq: Arc::new(dlq),
             success: metrics::counter!(metric::PUBLISH_SUCCESS, "endpoint" => name.clone()),
             retries: metrics::counter!(metric::RETRY_COUNT, "endpoint" => name.clone()),
             duration: metrics::histogram!(metric::DELIVERY_DURATION, "endpoint" => name.clone()),
@@ -232,38 +233,10 @@ impl Worker {
     async fn handle(&self, mut job: Job, mut admit: Admit, shutdown: &CancellationToken) {
         loop {
             let outcome = self.attempt(&mut job).await;
-            let ok = matches!(outcome, Outcome::Delivered { .. });
-            // Only failures that say the endpoint is unwell count against the circuit; a 4xx
-            // is the endpoint answering that the request is wrong.
-            let counts = ok || matches!(outcome, Outcome::Retry { .. });
-            if counts && let Some(s) = self.circuit.record(ok, admit == Admit::Probe) {
-                self.circuit_changed(s);
-            } else if admit == Admit::Probe && !counts {
-                // A probe answered with a permanent error still proves the endpoint is up.
-                if let Some(s) = self.circuit.record(true, true) {
-                    self.circuit_changed(s);
-                }
-            }
+            self.record_in_circuit(&outcome, admit);
             match outcome {
                 Outcome::Delivered { status } => {
-                    self.success.increment(1);
-                    self.state.delivered_now();
-                    let e2e = SystemTime::now()
-                        .duration_since(job.msg.received_at)
-                        .unwrap_or_default();
-                    self.end_to_end.record(e2e.as_secs_f64());
-                    tracing::debug!(endpoint = %self.cfg.name, idempotency_key = %job.msg.idempotency_key, attempt = job.attempts, status, "delivered");
-                    if job.attempts > 1 {
-                        // One line for the operator who saw the failed attempts: it went through.
-                        tracing::info!(
-                            endpoint = %self.cfg.name,
-                            idempotency_key = %job.msg.idempotency_key,
-                            attempts = job.attempts,
-                            status,
-                            total_ms = e2e.as_millis() as u64,
-                            "delivered after failed attempts"
-                        );
-                    }
+                    self.delivered(&job, status);
                     self.settled(&job, true).await;
                     return;
                 }
@@ -280,33 +253,18 @@ impl Worker {
                         self.dead_letter(&job, &msg, kind).await;
                         return;
                     }
-                    let delay = self
-                        .policy
-                        .delay(job.attempts, after, rand::random::<f64>());
-                    self.retries.increment(1);
-                    self.state.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(
-                        endpoint = %self.cfg.name,
-                        idempotency_key = %job.msg.idempotency_key,
-                        attempt = job.attempts,
-                        status,
-                        error_kind = status.is_none().then_some(reason.as_str()),
-                        error = %error,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "attempt failed; will retry"
-                    );
+                    let delay = self.will_retry(&job, status, after, reason, &error);
                     if !self.cfg.ordered {
                         self.queue.retry_in(job, delay, shutdown).await;
                         return;
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.cancelled() => { self.queue.release(job); return; }
+                    match self.wait_in_place(delay, shutdown).await {
+                        Some(a) => admit = a,
+                        None => {
+                            self.queue.release(job);
+                            return;
+                        }
                     }
-                    admit = tokio::select! {
-                        a = self.circuit.admit(|s| self.circuit_changed(s)) => a,
-                        _ = shutdown.cancelled() => { self.queue.release(job); return; }
-                    };
                 }
                 Outcome::Permanent {
                     status,
@@ -320,6 +278,84 @@ impl Worker {
                     return;
                 }
             }
+        }
+    }
+
+    /// Tells the circuit how an attempt went. Only failures that say the endpoint is unwell
+    /// count against it; a 4xx is the endpoint answering that the request is wrong.
+    fn record_in_circuit(&self, outcome: &Outcome, admit: Admit) {
+        let ok = matches!(outcome, Outcome::Delivered { .. });
+        let counts = ok || matches!(outcome, Outcome::Retry { .. });
+        if counts && let Some(s) = self.circuit.record(ok, admit == Admit::Probe) {
+            self.circuit_changed(s);
+        } else if admit == Admit::Probe && !counts {
+            // A probe answered with a permanent error still proves the endpoint is up.
+            if let Some(s) = self.circuit.record(true, true) {
+                self.circuit_changed(s);
+            }
+        }
+    }
+
+    /// Counts and logs a delivery that got `status` (a 2xx).
+    fn delivered(&self, job: &Job, status: u16) {
+        self.success.increment(1);
+        self.state.delivered_now();
+        let e2e = SystemTime::now()
+            .duration_since(job.msg.received_at)
+            .unwrap_or_default();
+        self.end_to_end.record(e2e.as_secs_f64());
+        tracing::debug!(endpoint = %self.cfg.name, idempotency_key = %job.msg.idempotency_key, attempt = job.attempts, status, "delivered");
+        if job.attempts > 1 {
+            // One line for the operator who saw the failed attempts: it went through.
+            tracing::info!(
+                endpoint = %self.cfg.name,
+                idempotency_key = %job.msg.idempotency_key,
+                attempts = job.attempts,
+                status,
+                total_ms = e2e.as_millis() as u64,
+                "delivered after failed attempts"
+            );
+        }
+    }
+
+    /// Counts and logs a retry of `job` and returns its delay (the policy's, or the
+    /// endpoint's `Retry-After` within `max_retry_delay`).
+    fn will_retry(
+        &self,
+        job: &Job,
+        status: Option<u16>,
+        after: Option<Duration>,
+        reason: FailureReason,
+        error: &str,
+    ) -> Duration {
+        let delay = self
+            .policy
+            .delay(job.attempts, after, rand::random::<f64>());
+        self.retries.increment(1);
+        self.state.retries.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            endpoint = %self.cfg.name,
+            idempotency_key = %job.msg.idempotency_key,
+            attempt = job.attempts,
+            status,
+            error_kind = status.is_none().then_some(reason.as_str()),
+            error = %error,
+            retry_in_ms = delay.as_millis() as u64,
+            "attempt failed; will retry"
+        );
+        delay
+    }
+
+    /// An `ordered` endpoint's retry: waits out `delay`, then for the circuit to admit the
+    /// attempt. `None` at shutdown (the job is to be released).
+    async fn wait_in_place(&self, delay: Duration, shutdown: &CancellationToken) -> Option<Admit> {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return None,
+        }
+        tokio::select! {
+            a = self.circuit.admit(|s| self.circuit_changed(s)) => Some(a),
+            _ = shutdown.cancelled() => None,
         }
     }
 
@@ -344,8 +380,8 @@ impl Worker {
             error = %error,
             "delivery dead-lettered"
         );
-        let dl = dead_letter(job, &self.cfg.name, Stage::Delivery, error);
-        self.dlq.add_reliably(&dl, DLQ_PATIENCE).await;
+        let dl = DeadLetter::from_job(job, &self.cfg.name, Stage::Delivery, error);
+        self.dlq.record(&dl, DLQ_PATIENCE).await;
         self.state.dead_lettered(error);
         self.settled(job, false).await;
     }
@@ -354,7 +390,7 @@ impl Worker {
     /// it failed again), and the queue learns the job is done.
     async fn settled(&self, job: &Job, delivered: bool) {
         if let Some(id) = &job.replay_of
-            && let Err(e) = self.dlq.delete(std::slice::from_ref(id)).await
+            && let Err(e) = self.dlq.remove(id).await
         {
             tracing::warn!(endpoint = %self.cfg.name, dlq_id = %id, error = %e, "replayed entry could not be removed from the dead-letter stream");
         }

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::Job;
+use crate::endpoint_state::QueueCounts;
+use crate::message::Job;
 
 /// Default bound on jobs held per endpoint; beyond it new jobs are dead-lettered rather than
 /// growing memory without limit.
@@ -199,7 +200,7 @@ impl MemoryQueue {
     }
 
     /// Waiting, taken and scheduled jobs, and the oldest receipt time among them.
-    pub fn counts(&self) -> super::QueueCounts {
+    pub fn counts(&self) -> QueueCounts {
         let g = self.lock();
         let oldest = g
             .ready
@@ -208,7 +209,7 @@ impl MemoryQueue {
             .chain(g.taken.values())
             .map(|j| j.msg.received_at)
             .min();
-        super::QueueCounts::new(
+        QueueCounts::new(
             g.ready.len() as u64,
             g.taken.len() as u64,
             g.delayed.len() as u64,
@@ -239,7 +240,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::ingest::Message;
+    use crate::message::Message;
 
     fn job(key: &str) -> Job {
         Job::new(Arc::new(Message::for_test(key)))
@@ -295,7 +296,7 @@ mod taken_tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::ingest::Message;
+    use crate::message::Message;
 
     #[tokio::test]
     async fn a_taken_unfinished_job_is_still_handed_over_at_exit() {

@@ -8,107 +8,23 @@
 //! original can be found without the stream holding it; and every write trims the stream to
 //! `[dlq] max_entries` and `max_age` (counted in `bridge_dlq_trimmed_total`). Listing reads
 //! the stream in pages, so memory does not grow with its length.
+//!
+//! [`replay`] re-drives entries through the delivery workers; [`Dlq`] is the
+//! [`DeadLetterSink`] the earlier stages dead-letter through.
+
+pub mod replay;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
-use serde::Serialize;
-
-use sha2::{Digest as _, Sha256};
 
 use crate::config::{Config, DlqConfig, FallbackConfig, TargetKind};
+use crate::message::{DeadLetter, DeadLetterSink, DlqError, Stage, Truncated};
 use crate::telemetry::metric;
+use crate::util::backoff::Backoff;
 use crate::util::time::unix_ms;
-
-/// Where in the pipeline a message was given up on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    /// Before routing: too large, not JSON, not an envelope, queue full.
-    Ingest,
-    /// After the endpoint's last retry, or a permanent failure.
-    Delivery,
-}
-
-impl Stage {
-    fn as_str(self) -> &'static str {
-        match self {
-            Stage::Ingest => "ingest",
-            Stage::Delivery => "delivery",
-        }
-    }
-}
-
-/// One dead-letter entry.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeadLetter {
-    /// Stream entry id (empty before it is written).
-    pub id: String,
-    /// The endpoint; empty for ingest failures, which belong to no endpoint yet.
-    pub endpoint: String,
-    /// Where it failed.
-    pub stage: Stage,
-    /// The message's idempotency key (empty if ingest failed before computing it).
-    pub idempotency_key: String,
-    /// The event type.
-    pub event_type: String,
-    /// Source name.
-    pub source: String,
-    /// Channel or key it was read from.
-    pub channel: String,
-    /// The body that was (or would have been) POSTed; for ingest failures, as received.
-    #[serde(serialize_with = "body_as_text")]
-    pub body: Bytes,
-    /// HTTP attempts made.
-    pub attempts: u32,
-    /// Last HTTP status, if any.
-    pub last_status: Option<u16>,
-    /// Why it was given up on.
-    pub error: String,
-    /// When the bridge read the message (unix ms).
-    pub received_at_ms: u64,
-    /// When it was dead-lettered (unix ms).
-    pub failed_at_ms: u64,
-    /// Set when `body` is only the leading bytes of an oversized body.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub truncated: Option<Truncated>,
-}
-
-/// What identifies an oversized body of which only a prefix is stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Truncated {
-    /// Size of the whole body, in bytes.
-    pub body_size: u64,
-    /// Lowercase hex SHA-256 of the whole body.
-    pub body_sha256: String,
-}
-
-impl Truncated {
-    /// Size and digest of `body`.
-    pub fn of(body: &[u8]) -> Self {
-        Self {
-            body_size: body.len() as u64,
-            body_sha256: hex::encode(Sha256::digest(body)),
-        }
-    }
-}
-
-fn body_as_text<S: serde::Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&String::from_utf8_lossy(b))
-}
-
-/// Failures of the dead-letter stream.
-#[derive(Debug, thiserror::Error)]
-pub enum DlqError {
-    /// Redis refused or is unreachable.
-    #[error("redis error on the dead-letter stream: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// No entry with that id.
-    #[error("no dead-letter entry with id {0}")]
-    NotFound(String),
-}
 
 /// Handle to the dead-letter stream. Cheap to clone.
 #[derive(Clone)]
@@ -159,6 +75,31 @@ impl Dlq {
     pub async fn add(&self, dl: &DeadLetter) -> Result<String, DlqError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
+        self.entry_into(&mut pipe, dl);
+        let trims = self.trims_into(&mut pipe);
+        self.fallback_into(&mut pipe, dl);
+        let mut conn = self.conn.clone();
+        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let mut replies = replies.into_iter();
+        let id: String = redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))
+            .map_err(redis::RedisError::from)?;
+        metrics::gauge!(metric::DLQ_DEPTH).increment(1.0);
+        for limit in trims.into_iter().flatten() {
+            let trimmed: u64 = replies
+                .next()
+                .and_then(|v| redis::from_redis_value(v).ok())
+                .unwrap_or(0);
+            if trimmed > 0 {
+                metrics::counter!(metric::DLQ_TRIMMED, "limit" => limit).increment(trimmed);
+                metrics::gauge!(metric::DLQ_DEPTH).decrement(trimmed as f64);
+                tracing::warn!(trimmed, limit = %format!("dlq.{limit}"), "oldest dead-letter entries trimmed");
+            }
+        }
+        Ok(id)
+    }
+
+    /// Adds the XADD of `dl` (its reply is the entry id).
+    fn entry_into(&self, pipe: &mut redis::Pipeline, dl: &DeadLetter) {
         let status = dl.last_status.map(|s| s.to_string()).unwrap_or_default();
         let (body, truncated) = self.stored_body(dl);
         let xadd = pipe
@@ -195,6 +136,11 @@ impl Dlq {
                 .arg("body_sha256")
                 .arg(&t.body_sha256);
         }
+    }
+
+    /// Adds the XTRIMs of the retention limits that are on; returns their names in the order
+    /// of their replies (each reply is the count of entries it trimmed).
+    fn trims_into(&self, pipe: &mut redis::Pipeline) -> [Option<&'static str>; 2] {
         // Exact trimming (no `~`): the limits are what the operator configured, and the count
         // XTRIM returns feeds the trimmed-entries metric.
         // Age first, so an entry removed for its age is counted as such.
@@ -214,65 +160,58 @@ impl Dlq {
                 .arg("MAXLEN")
                 .arg(self.retention.max_entries);
         }
-        if let Some(fb) = &self.fallback {
-            match fb.target.kind {
-                TargetKind::List => {
-                    pipe.cmd("LPUSH")
-                        .arg(&fb.target.key)
-                        .arg(dl.body.as_ref())
-                        .ignore();
-                }
-                TargetKind::Channel => {
-                    pipe.cmd("PUBLISH")
-                        .arg(&fb.target.key)
-                        .arg(dl.body.as_ref())
-                        .ignore();
-                }
-                TargetKind::Stream => {
-                    pipe.cmd("XADD")
-                        .arg(&fb.target.key)
-                        .arg("*")
-                        .arg("body")
-                        .arg(dl.body.as_ref())
-                        .arg("idempotency_key")
-                        .arg(&dl.idempotency_key)
-                        .ignore();
-                }
+        [
+            by_age.then_some("max_age"),
+            by_count.then_some("max_entries"),
+        ]
+    }
+
+    /// Adds the write of the fallback copy, if `[fallback]` is on (its reply is ignored).
+    fn fallback_into(&self, pipe: &mut redis::Pipeline, dl: &DeadLetter) {
+        let Some(fb) = &self.fallback else {
+            return;
+        };
+        match fb.target.kind {
+            TargetKind::List => {
+                pipe.cmd("LPUSH")
+                    .arg(&fb.target.key)
+                    .arg(dl.body.as_ref())
+                    .ignore();
+            }
+            TargetKind::Channel => {
+                pipe.cmd("PUBLISH")
+                    .arg(&fb.target.key)
+                    .arg(dl.body.as_ref())
+                    .ignore();
+            }
+            TargetKind::Stream => {
+                pipe.cmd("XADD")
+                    .arg(&fb.target.key)
+                    .arg("*")
+                    .arg("body")
+                    .arg(dl.body.as_ref())
+                    .arg("idempotency_key")
+                    .arg(&dl.idempotency_key)
+                    .ignore();
             }
         }
-        let mut conn = self.conn.clone();
-        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        let mut replies = replies.into_iter();
-        let id: String = redis::from_redis_value(replies.next().unwrap_or(redis::Value::Nil))
-            .map_err(redis::RedisError::from)?;
-        metrics::gauge!(metric::DLQ_DEPTH).increment(1.0);
-        for (on, limit) in [(by_age, "max_age"), (by_count, "max_entries")] {
-            if !on {
-                continue;
-            }
-            let trimmed: u64 = replies
-                .next()
-                .and_then(|v| redis::from_redis_value(v).ok())
-                .unwrap_or(0);
-            if trimmed > 0 {
-                metrics::counter!(metric::DLQ_TRIMMED, "limit" => limit).increment(trimmed);
-                metrics::gauge!(metric::DLQ_DEPTH).decrement(trimmed as f64);
-                tracing::warn!(trimmed, limit = %format!("dlq.{limit}"), "oldest dead-letter entries trimmed");
-            }
-        }
-        Ok(id)
     }
 
     /// Writes an entry, retrying with backoff while Redis is unreachable, for at most
     /// `patience`. A message is only ever lost here if Redis stays down that long; that is
     /// logged as an error with the idempotency key so it can be found.
+    ///
+    /// Shutdown does not cut the tries short: what is dead-lettered was already taken from
+    /// its source or queue (or is about to be acknowledged there), so this write is its only
+    /// copy; `patience` bounds how long it can hold up the exit.
     pub async fn add_reliably(&self, dl: &DeadLetter, patience: Duration) -> Option<String> {
         let deadline = tokio::time::Instant::now() + patience;
-        let mut wait = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         loop {
             match self.add(dl).await {
                 Ok(id) => return Some(id),
                 Err(e) => {
+                    let wait = backoff.next_delay();
                     if tokio::time::Instant::now() + wait > deadline {
                         tracing::error!(
                             endpoint = %dl.endpoint,
@@ -285,7 +224,6 @@ impl Dlq {
                     }
                     tracing::warn!(endpoint = %dl.endpoint, idempotency_key = %dl.idempotency_key, redis = %crate::redis::redis_address(), error = %e, "dead-letter write failed; retrying");
                     tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -426,5 +364,18 @@ fn from_entry(id: String, mut map: HashMap<String, redis::Value>) -> DeadLetter 
         received_at_ms: s("received_at_ms").parse().unwrap_or(0),
         failed_at_ms: s("failed_at_ms").parse().unwrap_or(0),
         truncated,
+    }
+}
+
+#[async_trait::async_trait]
+impl DeadLetterSink for Dlq {
+    async fn record(&self, dl: &DeadLetter, patience: Duration) -> Option<String> {
+        self.add_reliably(dl, patience).await
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), DlqError> {
+        self.delete(std::slice::from_ref(&id.to_string()))
+            .await
+            .map(|_| ())
     }
 }
