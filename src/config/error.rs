@@ -18,7 +18,48 @@ use figment::value::{Dict, Map};
 use figment::{Metadata, Profile, Provider};
 use toml::de::{DeTable, DeValue};
 
-use super::ConfigError;
+/// Everything that can be wrong with a configuration. Each message names the key (or
+/// variable, or file) and never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A key has a wrong value (or is unknown).
+    #[error("config key `{key}`{origin}: {message}")]
+    Invalid {
+        /// The dotted key, e.g. `endpoints[0].url`, or an environment variable's name.
+        key: String,
+        /// Where the value came from (` (in file x.toml)`), or empty.
+        origin: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// A command-line flag has a wrong value.
+    #[error("flag `{flag}`: {message}")]
+    Flag {
+        /// The flag, e.g. `--log-level`.
+        flag: &'static str,
+        /// What is wrong and what is accepted.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// An [`ConfigError::Invalid`] without an origin yet (`load` adds where the value came from).
+    pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            origin: String::new(),
+            message: message.into(),
+        }
+    }
+}
 
 /// The config file, read once: figment reads it through this provider (so errors are
 /// attributed to the file) and errors are placed at a line and column in its text.
