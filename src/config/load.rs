@@ -9,8 +9,9 @@ use figment::Figment;
 use figment::providers::{Env, Serialized};
 
 use super::legacy::{Legacy, legacy_layer};
+use super::raw::Word as _;
 use super::validate::{check_log_filter, validate};
-use super::{Config, ConfigError, RawConfig, error};
+use super::{Config, ConfigError, LogFormat, RawConfig, error};
 
 /// Inputs to [`Config::load`] that come from the command line.
 #[derive(Debug, Default, Clone)]
@@ -32,9 +33,6 @@ pub struct LoadOptions {
 /// prefix).
 pub const ENV_NOT_CONFIG: &[&str] = &["CONFIG", "DUAL", "METRICS_EMF", "METRICS_EMF_INTERVAL"];
 
-/// The values `log.format` and `--log-format` accept.
-const LOG_FORMATS: &[&str] = &["json", "text"];
-
 impl Config {
     /// Loads from the file, the process environment and the flags in `opts`.
     pub fn load(opts: &LoadOptions) -> Result<Self, ConfigError> {
@@ -54,7 +52,7 @@ impl Config {
             })?;
         }
         if let Some(format) = &opts.log_format
-            && !LOG_FORMATS.contains(&format.as_str())
+            && LogFormat::from_word(format).is_none()
         {
             return Err(ConfigError::Flag {
                 flag: "--log-format",

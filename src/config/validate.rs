@@ -20,6 +20,8 @@ const DEFAULT_MAX_RETRY_DELAY: Dur = Dur::secs(3600);
 const DEFAULT_CB_THRESHOLD: u32 = 5;
 const DEFAULT_CB_RECOVERY: Dur = Dur::secs(60);
 const DEFAULT_CONCURRENCY: usize = 64;
+/// The consumer group of a stream source without `group`.
+const DEFAULT_GROUP: &str = "webhook-bridge";
 /// The registry's pub/sub channel: the default source.
 pub const DEFAULT_CHANNEL: &str = "hokusai:model_ready_queue:pubsub";
 
@@ -136,16 +138,6 @@ pub(super) fn validate(
 
     let sources = validate_sources(raw.sources)?;
 
-    let durability = match raw.delivery.durability.as_str() {
-        "memory" => Durability::Memory,
-        "redis" => Durability::Redis,
-        _ => {
-            return Err(ConfigError::invalid(
-                "delivery.durability",
-                "unknown value; use \"redis\" or \"memory\"",
-            ));
-        }
-    };
     if raw
         .delivery
         .idempotency_key_fields
@@ -242,13 +234,11 @@ pub(super) fn validate(
             .as_ref()
             .is_none_or(|u| u.expose() == redis_url.expose());
         let loops = same_redis
-            && sources.iter().any(|s| match (s.kind, t.kind) {
-                (SourceKind::Pubsub, TargetKind::Channel) => {
-                    s.channels.contains(&t.key)
-                        || s.patterns.iter().any(|p| redis_glob_matches(p, &t.key))
-                }
-                (SourceKind::List, TargetKind::List) | (SourceKind::Stream, TargetKind::Stream) => {
-                    s.key.as_deref() == Some(t.key.as_str())
+            && sources.iter().any(|s| match (&s.spec, t.kind) {
+                (SourceSpec::PubSub(p), TargetKind::Channel) => p.matches(&t.key),
+                (SourceSpec::List(ListSource { key }), TargetKind::List)
+                | (SourceSpec::Stream(StreamSource { key, .. }), TargetKind::Stream) => {
+                    *key == t.key
                 }
                 _ => false,
             });
@@ -265,7 +255,7 @@ pub(super) fn validate(
     let fallback_target = validate_target(
         "fallback",
         raw::RawTarget {
-            kind: raw.fallback.kind,
+            kind: Some(raw.fallback.kind),
             key: raw.fallback.key,
             redis_url: None,
         },
@@ -288,16 +278,6 @@ pub(super) fn validate(
     limits
         .check()
         .map_err(|(key, why)| ConfigError::invalid(format!("admin.{key}"), why))?;
-    let format = match raw.log.format.as_str() {
-        "json" => LogFormat::Json,
-        "text" => LogFormat::Text,
-        _ => {
-            return Err(ConfigError::invalid(
-                "log.format",
-                "unknown value; use \"json\" or \"text\"",
-            ));
-        }
-    };
     check_log_filter(&raw.log.level).map_err(|m| ConfigError::invalid("log.level", m))?;
 
     Ok(Config {
@@ -312,7 +292,7 @@ pub(super) fn validate(
         },
         sources,
         delivery: DeliveryConfig {
-            durability,
+            durability: raw.delivery.durability,
             idempotency_key_fields: raw.delivery.idempotency_key_fields,
             dedupe_window: raw.delivery.dedupe_window,
             shutdown_timeout: raw.delivery.shutdown_timeout,
@@ -336,7 +316,7 @@ pub(super) fn validate(
             limits,
         },
         log: LogConfig {
-            format,
+            format: raw.log.format,
             level: raw.log.level,
         },
         migration: MigrationConfig {
@@ -382,119 +362,119 @@ pub fn check_log_filter(filter: &str) -> Result<(), String> {
         .map_err(|e| format!("is not a log filter ({e}); {accepted}"))
 }
 
-/// Redis glob semantics are close enough to wildmatch's `*`/`?` for loop detection.
-fn redis_glob_matches(pattern: &str, key: &str) -> bool {
-    wildmatch::WildMatch::new(pattern).matches(key)
-}
-
+/// The sources, every default applied; without any, the registry's pub/sub channel.
 fn validate_sources(raw: Vec<raw::RawSource>) -> Result<Vec<SourceConfig>, ConfigError> {
     if raw.is_empty() {
         return Ok(vec![SourceConfig {
-            kind: SourceKind::Pubsub,
             name: "pubsub".into(),
-            channels: vec![DEFAULT_CHANNEL.into()],
-            patterns: vec![],
-            key: None,
-            group: None,
             unwrap_envelope: false,
+            spec: SourceSpec::PubSub(PubSubSource {
+                channels: vec![DEFAULT_CHANNEL.into()],
+                patterns: vec![],
+            }),
         }]);
     }
     let mut names = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, s) in raw.into_iter().enumerate() {
-        let at = |k: &str| format!("sources[{i}].{k}");
-        let kind = match s.kind.as_str() {
-            "pubsub" | "" => SourceKind::Pubsub,
-            "list" => SourceKind::List,
-            "stream" => SourceKind::Stream,
-            _ => {
-                return Err(ConfigError::invalid(
-                    at("kind"),
-                    "unknown source kind; use pubsub, list or stream",
-                ));
-            }
-        };
-        let name = match kind {
-            SourceKind::Pubsub => {
-                if s.channels.is_empty() && s.patterns.is_empty() {
-                    return Err(ConfigError::invalid(
-                        at("channels"),
-                        "a pubsub source needs at least one channel or pattern",
-                    ));
-                }
-                if s.channels.iter().chain(&s.patterns).any(|c| c.is_empty()) {
-                    return Err(ConfigError::invalid(
-                        at("channels"),
-                        "channel names must not be empty",
-                    ));
-                }
-                if s.key.is_some() || s.group.is_some() {
-                    return Err(ConfigError::invalid(
-                        at("key"),
-                        "`key` and `group` belong to list and stream sources; a pubsub source uses `channels`",
-                    ));
-                }
-                s.name.clone().unwrap_or_else(|| {
-                    if i == 0 {
-                        "pubsub".into()
-                    } else {
-                        format!("pubsub{i}")
-                    }
-                })
-            }
-            SourceKind::List | SourceKind::Stream => {
-                let key = s.key.as_deref().filter(|k| !k.is_empty()).ok_or_else(|| {
-                    ConfigError::invalid(at("key"), "a list or stream source needs `key`")
-                })?;
-                if !s.channels.is_empty() || !s.patterns.is_empty() {
-                    return Err(ConfigError::invalid(
-                        at("channels"),
-                        "`channels`/`patterns` belong to pubsub sources; a list or stream source uses `key`",
-                    ));
-                }
-                let prefix = if kind == SourceKind::List {
-                    "list"
-                } else {
-                    "stream"
-                };
-                s.name.clone().unwrap_or_else(|| format!("{prefix}:{key}"))
-            }
-        };
-        if !names.insert(name.clone()) {
+        let source = validate_source(i, s)?;
+        if !names.insert(source.name.clone()) {
             return Err(ConfigError::invalid(
-                at("name"),
-                format!("`{name}` is used by another source"),
+                format!("sources[{i}].name"),
+                format!("`{}` is used by another source", source.name),
             ));
         }
-        let group = match kind {
-            SourceKind::Stream => Some(s.group.clone().unwrap_or_else(|| "webhook-bridge".into())),
-            _ => s.group.clone(),
-        };
-        out.push(SourceConfig {
-            kind,
-            name,
-            channels: s.channels,
-            patterns: s.patterns,
-            key: s.key,
-            group,
-            unwrap_envelope: s.unwrap_envelope,
-        });
+        out.push(source);
     }
     Ok(out)
 }
 
-fn validate_target(at: &str, t: raw::RawTarget) -> Result<TargetConfig, ConfigError> {
-    let kind = match t.kind.as_str() {
-        "channel" => TargetKind::Channel,
-        "list" => TargetKind::List,
-        "stream" => TargetKind::Stream,
-        _ => {
-            return Err(ConfigError::invalid(
-                format!("{at}.kind"),
-                "unknown target kind; use channel, list or stream",
-            ));
+/// `sources[i]`: its kind's settings moved into the variant of that kind, and any key of
+/// another kind refused by name.
+fn validate_source(i: usize, s: raw::RawSource) -> Result<SourceConfig, ConfigError> {
+    let at = |k: &str| format!("sources[{i}].{k}");
+    let spec = match s.kind {
+        SourceKind::Pubsub => {
+            if s.channels.is_empty() && s.patterns.is_empty() {
+                return Err(ConfigError::invalid(
+                    at("channels"),
+                    "a pubsub source needs at least one channel or pattern",
+                ));
+            }
+            if let Some(k) = first_set(&[
+                ("channels", s.channels.iter().any(String::is_empty)),
+                ("patterns", s.patterns.iter().any(String::is_empty)),
+            ]) {
+                return Err(ConfigError::invalid(
+                    at(k),
+                    "channel names must not be empty",
+                ));
+            }
+            if let Some(k) = first_set(&[("key", s.key.is_some()), ("group", s.group.is_some())]) {
+                return Err(ConfigError::invalid(
+                    at(k),
+                    "`key` and `group` belong to list and stream sources; a pubsub source uses `channels`",
+                ));
+            }
+            SourceSpec::PubSub(PubSubSource {
+                channels: s.channels,
+                patterns: s.patterns,
+            })
+        }
+        SourceKind::List | SourceKind::Stream => {
+            let key = s.key.filter(|k| !k.is_empty()).ok_or_else(|| {
+                ConfigError::invalid(at("key"), "a list or stream source needs `key`")
+            })?;
+            if let Some(k) = first_set(&[
+                ("channels", !s.channels.is_empty()),
+                ("patterns", !s.patterns.is_empty()),
+            ]) {
+                return Err(ConfigError::invalid(
+                    at(k),
+                    "`channels`/`patterns` belong to pubsub sources; a list or stream source uses `key`",
+                ));
+            }
+            match (s.kind, s.group) {
+                (SourceKind::List, None) => SourceSpec::List(ListSource { key }),
+                (SourceKind::List, Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        at("group"),
+                        "`group` belongs to stream sources; a list source has no consumer group",
+                    ));
+                }
+                (_, group) => SourceSpec::Stream(StreamSource {
+                    key,
+                    group: group.unwrap_or_else(|| DEFAULT_GROUP.into()),
+                }),
+            }
         }
     };
+    let name = s.name.unwrap_or_else(|| match &spec {
+        SourceSpec::PubSub(_) if i == 0 => "pubsub".into(),
+        SourceSpec::PubSub(_) => format!("pubsub{i}"),
+        SourceSpec::List(l) => format!("list:{}", l.key),
+        SourceSpec::Stream(st) => format!("stream:{}", st.key),
+    });
+    Ok(SourceConfig {
+        name,
+        unwrap_envelope: s.unwrap_envelope,
+        spec,
+    })
+}
+
+/// The first key whose condition holds: the key an error names.
+fn first_set<'k>(keys: &[(&'k str, bool)]) -> Option<&'k str> {
+    keys.iter().find(|(_, set)| *set).map(|(k, _)| *k)
+}
+
+/// A republish or fallback target at `at` (`republish.targets[0]`, `fallback`).
+fn validate_target(at: &str, t: raw::RawTarget) -> Result<TargetConfig, ConfigError> {
+    let kind = t.kind.ok_or_else(|| {
+        ConfigError::invalid(
+            format!("{at}.kind"),
+            "unknown target kind; use channel, list or stream",
+        )
+    })?;
     if t.key.is_empty() {
         return Err(ConfigError::invalid(
             format!("{at}.key"),

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 pub use endpoint::{CircuitConfig, EndpointConfig, EndpointTls, EndpointUrl, is_sensitive_header};
 pub use redis::{RedisConfig, RedisUrl};
-pub use source::{SourceConfig, SourceKind};
+pub use source::{ListSource, PubSubSource, SourceConfig, SourceKind, SourceSpec, StreamSource};
 
 use super::{Dur, Secret};
 
@@ -185,6 +185,16 @@ pub enum LogFormat {
     Json,
     /// Human-readable.
     Text,
+}
+
+impl LogFormat {
+    /// The config and flag spelling: `json` or `text`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Json => "json",
+            LogFormat::Text => "text",
+        }
+    }
 }
 
 /// `[migration]`.
