@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use figment::error::{Actual, Kind};
 use figment::providers::Format as _;
 use figment::value::{Dict, Map};
-use figment::{Metadata, Profile, Provider};
+use figment::{Figment, Metadata, Profile, Provider};
 use toml::de::{DeTable, DeValue};
 
 /// Everything that can be wrong with a configuration. Each message names the key (or
@@ -141,6 +141,67 @@ pub(super) fn from_figment(e: figment::Error, file: Option<&ConfigFile>) -> Conf
         key: if key.is_empty() { "(file)".into() } else { key },
         origin,
         message: describe(&e.kind),
+    }
+}
+
+/// Adds where the value of an error's key came from (` (in file x.toml, line 3, column 8)`)
+/// to an error found after extraction; keys as [`display_key`] writes them
+/// (`endpoints[0].url`). A key the file does not set (a required key left out) is placed at
+/// the nearest enclosing table the file does write. Values from the environment, the flags
+/// or the defaults get no origin: the key alone names them.
+pub(super) fn with_origin(e: ConfigError, fig: &Figment, file: Option<&ConfigFile>) -> ConfigError {
+    let ConfigError::Invalid {
+        key,
+        origin,
+        message,
+    } = e
+    else {
+        return e;
+    };
+    let path: Vec<String> = key
+        .split(['.', '['])
+        .map(|p| p.trim_end_matches(']').to_string())
+        .collect();
+    let mut value = path.first().and_then(|first| fig.find_value(first).ok());
+    let mut deepest = None;
+    for part in &path[1..] {
+        value = match value {
+            Some(figment::value::Value::Dict(tag, mut d)) => {
+                deepest = Some(tag);
+                d.remove(part)
+            }
+            Some(figment::value::Value::Array(tag, mut a)) => {
+                deepest = Some(tag);
+                part.parse::<usize>()
+                    .ok()
+                    .filter(|i| *i < a.len())
+                    .map(|i| a.swap_remove(i))
+            }
+            _ => None,
+        };
+    }
+    let tag = value.map(|v| v.tag()).or(deepest);
+    let source = tag
+        .and_then(|t| fig.get_metadata(t))
+        .and_then(|md| match &md.source {
+            Some(figment::Source::File(p)) => Some(p.clone()),
+            _ => None,
+        });
+    let origin = match source {
+        Some(p) if origin.is_empty() => {
+            let place = file
+                .filter(|f| f.path == p)
+                .and_then(|f| locate(&f.text, &path, false))
+                .map(|(line, column)| format!(", line {line}, column {column}"))
+                .unwrap_or_default();
+            format!(" (in file {}{place})", p.display())
+        }
+        _ => origin,
+    };
+    ConfigError::Invalid {
+        key,
+        origin,
+        message,
     }
 }
 

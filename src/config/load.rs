@@ -1,6 +1,6 @@
 //! Loading: the figment layers (built-in defaults → TOML file → the seed deployment's
-//! variables → `BRIDGE_*` variables → flags), extraction into the raw shape, and where an
-//! error's value came from.
+//! variables → `BRIDGE_*` variables → flags) and extraction into the raw shape; errors are
+//! told by `error`, the rules checked by `validate`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -101,50 +101,9 @@ impl Config {
                     "{message}; no config file was given: pass one with --config PATH or BRIDGE_CONFIG"
                 ),
             },
-            e => with_origin(e, &fig),
+            e => error::with_origin(e, &fig, file.as_ref()),
         })?;
         cfg.file = opts.file.clone();
         Ok(cfg)
-    }
-}
-
-/// Adds where the value of an error's key came from (` (in file x.toml)`), for errors
-/// found after extraction; keys as `error::display_key` writes them (`endpoints[0].url`).
-fn with_origin(e: ConfigError, fig: &Figment) -> ConfigError {
-    let ConfigError::Invalid {
-        key,
-        origin,
-        message,
-    } = e
-    else {
-        return e;
-    };
-    let mut parts = key.split(['.', '[']).map(|p| p.trim_end_matches(']'));
-    let mut value = parts.next().and_then(|first| fig.find_value(first).ok());
-    for part in parts {
-        value = value.and_then(|v| match v {
-            figment::value::Value::Dict(_, mut d) => d.remove(part),
-            figment::value::Value::Array(_, mut a) => part
-                .parse::<usize>()
-                .ok()
-                .filter(|i| *i < a.len())
-                .map(|i| a.swap_remove(i)),
-            _ => None,
-        });
-    }
-    let file = value
-        .and_then(|v| fig.get_metadata(v.tag()))
-        .and_then(|md| match &md.source {
-            Some(figment::Source::File(p)) => Some(p.clone()),
-            _ => None,
-        });
-    let origin = match file {
-        Some(p) if origin.is_empty() => format!(" (in file {})", p.display()),
-        _ => origin,
-    };
-    ConfigError::Invalid {
-        key,
-        origin,
-        message,
     }
 }
