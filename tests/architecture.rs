@@ -51,7 +51,6 @@ const LAYERS: &[(&str, u8)] = &[
 /// it. The restructure of the modules removes them (the piece moves down to where both
 /// sides can reach it); none may be added.
 const KNOWN_UPWARD: &[(&str, &str)] = &[
-    ("config", "delivery"),    // Signer, built to check an endpoint's secrets
     ("delivery", "dlq"),       // Dlq, Stage
     ("ingest", "delivery"),    // EndpointState, the per-endpoint counters
     ("ingest", "dlq"),         // DeadLetter, Dlq, Stage

@@ -31,7 +31,7 @@ pub use load::{ENV_NOT_CONFIG, LoadOptions};
 pub use model::*;
 pub use raw::RawConfig;
 pub use redact::{redact_endpoint_url, redact_url};
-pub use scheme::Scheme;
+pub use scheme::{Scheme, SigningError, SigningKey};
 pub use secret::{Secret, SecretError};
 pub use tls::{TlsKeys, TlsMaterial};
 pub use validate::{DEFAULT_CHANNEL, check_log_filter, validate_endpoint_url};

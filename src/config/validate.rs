@@ -524,7 +524,8 @@ fn validate_endpoint(
         ));
     }
     let signature = ep.signature.unwrap_or(Scheme::HokusaiV2);
-    crate::delivery::signing::Signer::new(signature, &ep.secrets, ep.sign_with_all_secrets)
+    signature
+        .check_secrets(&ep.secrets)
         .map_err(|e| ConfigError::invalid(at("secrets"), e.to_string()))?;
 
     let timeout = ep.timeout.or(legacy.timeout).unwrap_or(DEFAULT_TIMEOUT);
