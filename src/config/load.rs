@@ -46,9 +46,9 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         if let Some(level) = &opts.log_level {
-            check_log_filter(level).map_err(|message| ConfigError::Flag {
+            check_log_filter(level).map_err(|e| ConfigError::Flag {
                 flag: "--log-level",
-                message,
+                message: e.to_string(),
             })?;
         }
         if let Some(format) = &opts.log_format
@@ -60,7 +60,8 @@ impl Config {
             });
         }
         if let Some(filter) = env("RUST_LOG") {
-            check_log_filter(&filter).map_err(|m| ConfigError::invalid("RUST_LOG", m))?;
+            check_log_filter(&filter)
+                .map_err(|e| ConfigError::invalid("RUST_LOG", e.to_string()))?;
         }
         let mut fig = Figment::from(Serialized::defaults(RawConfig::default()));
         let file = opts

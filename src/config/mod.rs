@@ -25,7 +25,7 @@ mod tls;
 mod validate;
 pub mod watch;
 
-pub use duration::Dur;
+pub use duration::{Dur, DurError};
 pub use error::ConfigError;
 pub use load::{ENV_NOT_CONFIG, LoadOptions};
 pub use model::*;
@@ -34,4 +34,6 @@ pub use redact::{redact_endpoint_url, redact_url};
 pub use scheme::{Scheme, SigningError, SigningKey};
 pub use secret::{Secret, SecretError};
 pub use tls::{TlsKeys, TlsMaterial};
-pub use validate::{DEFAULT_CHANNEL, check_log_filter, validate_endpoint_url};
+pub use validate::{
+    DEFAULT_CHANNEL, EndpointUrlError, LogFilterError, check_log_filter, validate_endpoint_url,
+};

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use endpoint::{CircuitConfig, EndpointConfig, EndpointTls, EndpointUrl, is_sensitive_header};
-pub use redis::{RedisConfig, RedisUrl};
+pub use redis::{RedisConfig, RedisUrl, RedisUrlError};
 pub use source::{ListSource, PubSubSource, SourceConfig, SourceKind, SourceSpec, StreamSource};
 
 use super::{Dur, Secret};

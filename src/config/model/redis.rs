@@ -16,18 +16,30 @@ pub struct RedisUrl {
     tls: Option<Arc<TlsMaterial>>,
 }
 
+/// Why a Redis URL is refused. The message never repeats the URL (it may hold a password).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RedisUrlError {
+    /// Not a URL at all.
+    #[error("not a valid URL ({0}); expected e.g. redis://127.0.0.1:6379")]
+    NotAUrl(url::ParseError),
+    /// A URL of another scheme.
+    #[error("unsupported scheme `{0}`; use redis:// (or rediss:// for TLS)")]
+    Scheme(String),
+}
+
 impl RedisUrl {
-    /// Parses and checks the scheme (`redis`, `rediss`, `unix`). Error messages never
-    /// repeat the URL (it may hold a password).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let url = Url::parse(text)
-            .map_err(|e| format!("not a valid URL ({e}); expected e.g. redis://127.0.0.1:6379"))?;
+    /// Parses and checks the scheme (`redis`, `rediss`, `unix`).
+    pub fn parse(text: &str) -> Result<Self, RedisUrlError> {
+        let url = Url::parse(text).map_err(RedisUrlError::NotAUrl)?;
         match url.scheme() {
             "redis" | "rediss" | "unix" | "redis+unix" => Ok(Self { url, tls: None }),
-            other => Err(format!(
-                "unsupported scheme `{other}`; use redis:// (or rediss:// for TLS)"
-            )),
+            other => Err(RedisUrlError::Scheme(other.to_string())),
         }
+    }
+
+    /// The TLS material this URL connects with, if any.
+    pub(in crate::config) fn tls(&self) -> Option<Arc<TlsMaterial>> {
+        self.tls.clone()
     }
 
     /// Uses `tls` (a CA to trust, a client certificate) when this URL is `rediss://`.
