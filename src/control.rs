@@ -141,10 +141,9 @@ pub async fn watch_legacy_subscribers(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    use crate::config::SourceKind;
     let mut channels: Vec<(String, u64)> = Vec::new();
-    for s in cfg.sources.iter().filter(|s| s.kind == SourceKind::Pubsub) {
-        for c in &s.channels {
+    for p in cfg.sources.iter().filter_map(|s| s.pubsub()) {
+        for c in &p.channels {
             match channels.iter_mut().find(|(name, _)| name == c) {
                 Some((_, n)) => *n += 1,
                 None => channels.push((c.clone(), 1)),

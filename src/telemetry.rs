@@ -245,8 +245,8 @@ pub fn process_series(cfg: &crate::config::Config) {
     for s in &cfg.sources {
         metrics::counter!(metric::MESSAGES_RECEIVED, "source" => s.name.clone()).increment(0);
         metrics::counter!(metric::SOURCE_DISCONNECTS, "source" => s.name.clone()).increment(0);
-        if s.kind == crate::config::SourceKind::Pubsub {
-            for c in &s.channels {
+        if let Some(p) = s.pubsub() {
+            for c in &p.channels {
                 metrics::gauge!(metric::LEGACY_SUBSCRIBERS, "channel" => c.clone()).increment(0.0);
             }
         }

@@ -53,7 +53,6 @@ const LAYERS: &[(&str, u8)] = &[
 /// it. The restructure of the modules removes them (the piece moves down to where both
 /// sides can reach it); none may be added.
 const KNOWN_UPWARD: &[(&str, &str)] = &[
-    ("config", "delivery"), // Signer, built to check an endpoint's secrets
 ];
 
 /// Every `.rs` file under `dir`, sorted.

@@ -280,7 +280,7 @@ fn an_http_endpoint_error_says_which_file_it_is_in() {
     assert_rejected(
         &toml,
         &[],
-        &["endpoints[0].url", "(in file ", "config.toml)"],
+        &["endpoints[0].url", "(in file ", "config.toml, line 4, column 7)"],
     );
 }
 
@@ -365,7 +365,7 @@ fn env_vars_read_by_the_code() -> std::collections::BTreeSet<String> {
             "Env::prefixed(\"",
             "\"OTEL_",
         ];
-        if file.ends_with("src/config/mod.rs") {
+        if file.ends_with("src/config/legacy.rs") || file.ends_with("src/config/load.rs") {
             openers.extend(["env(\"", "nonempty(\"", "dur(\"", "num(\"", "get(\""]);
         }
         for opener in openers {

@@ -16,13 +16,13 @@ pub use endpoints::{
 };
 
 use crate::admin::{self, Status};
-use crate::config::{Config, Durability, LoadOptions, SourceKind};
+use crate::config::{Config, Durability, LoadOptions};
 use crate::control;
 use crate::dlq::Dlq;
 use crate::ingest::{Ingest, IngestSettings};
 use crate::queue::Intake;
 use crate::queue::redis as redis_queue;
-use crate::redis::{consumer_name, redis_manager, redis_reader};
+use crate::redis::{consumer_name, redis_manager};
 use crate::shutdown::Shutdown;
 use crate::source::{self, SourceState};
 use endpoints::Context as EndpointContext;
@@ -116,7 +116,7 @@ pub async fn run(
     let sources: Vec<Arc<SourceState>> = cfg
         .sources
         .iter()
-        .map(|s| Arc::new(SourceState::new(s.kind, &s.name)))
+        .map(|s| Arc::new(SourceState::new(s.kind(), &s.name)))
         .collect();
     let status = Arc::new(Status {
         paused: paused_flag.clone(),
@@ -202,39 +202,15 @@ pub async fn run(
 
     let mut source_tasks = Vec::new();
     for (s, state) in cfg.sources.iter().zip(&sources) {
-        let (s, state, tx, stop) = (s.clone(), state.clone(), tx.clone(), shutdown.token.clone());
-        let task = match s.kind {
-            SourceKind::Pubsub => tokio::spawn(source::pubsub::run(
-                cfg.redis.url.clone(),
-                cfg.redis.resubscribe_max_delay.0,
-                s,
-                state,
-                tx,
-                stop,
-            )),
-            SourceKind::List => {
-                let keys = source::list::ListKeys::new(&cfg.redis.key_prefix, &s, &consumer);
-                tokio::spawn(source::list::run(
-                    redis_reader(&cfg.redis.url)?,
-                    keys,
-                    s,
-                    state,
-                    tx,
-                    stop,
-                ))
-            }
-            SourceKind::Stream => tokio::spawn(source::stream::run(
-                redis_reader(&cfg.redis.url)?,
-                conn.clone(),
-                s,
-                consumer.clone(),
-                cfg.redis.key("replica:"),
-                state,
-                tx,
-                stop,
-            )),
-        };
-        source_tasks.push(task);
+        source_tasks.push(source::spawn(source::SourceCtx {
+            cfg: s.clone(),
+            redis: cfg.redis.clone(),
+            conn: conn.clone(),
+            consumer: consumer.clone(),
+            state: state.clone(),
+            out: tx.clone(),
+            shutdown: shutdown.token.clone(),
+        })?);
     }
     drop(tx);
 

@@ -5,7 +5,7 @@ use anyhow::Context;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::config::{Config, SourceKind};
+use crate::config::{Config, ListSource, SourceKind, SourceSpec, StreamSource};
 use crate::control::{self, PauseInfo};
 use crate::endpoint_state::QueueCounts;
 use crate::queue::redis::counts::queue_counts;
@@ -129,15 +129,15 @@ async fn cluster_status(cfg: &Config) -> anyhow::Result<ClusterStatus> {
     for s in &cfg.sources {
         let mut st = SourceStatus {
             name: s.name.clone(),
-            kind: s.kind,
+            kind: s.kind(),
             channels: Vec::new(),
             patterns: Vec::new(),
             key: None,
             length: None,
         };
-        match s.kind {
-            SourceKind::Pubsub => {
-                for ch in &s.channels {
+        match &s.spec {
+            SourceSpec::PubSub(p) => {
+                for ch in &p.channels {
                     let r: Vec<(String, u64)> = redis::cmd("PUBSUB")
                         .arg("NUMSUB")
                         .arg(ch)
@@ -148,17 +148,16 @@ async fn cluster_status(cfg: &Config) -> anyhow::Result<ClusterStatus> {
                         subscribers: r.first().map(|x| x.1).unwrap_or(0),
                     });
                 }
-                st.patterns = s.patterns.clone();
+                st.patterns = p.patterns.clone();
             }
-            SourceKind::List | SourceKind::Stream => {
-                let key = s.key.clone().unwrap_or_default();
-                let cmd = if s.kind == SourceKind::List {
+            SourceSpec::List(ListSource { key }) | SourceSpec::Stream(StreamSource { key, .. }) => {
+                let cmd = if s.kind() == SourceKind::List {
                     "LLEN"
                 } else {
                     "XLEN"
                 };
-                st.length = Some(redis::cmd(cmd).arg(&key).query_async(&mut conn).await?);
-                st.key = Some(key);
+                st.length = Some(redis::cmd(cmd).arg(key).query_async(&mut conn).await?);
+                st.key = Some(key.clone());
             }
         }
         sources.push(st);

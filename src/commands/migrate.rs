@@ -67,21 +67,16 @@ pub async fn plan(cfg: &Config, format: Format) -> anyhow::Result<i32> {
         .query_async(&mut conn)
         .await?;
     let mut names: Vec<String> = active;
-    for s in cfg.sources.iter().filter(|s| s.kind == SourceKind::Pubsub) {
-        names.extend(s.channels.iter().cloned());
+    for p in cfg.sources.iter().filter_map(|s| s.pubsub()) {
+        names.extend(p.channels.iter().cloned());
     }
     names.sort();
     names.dedup();
     let configured = |c: &str| {
         cfg.sources
             .iter()
-            .filter(|s| s.kind == SourceKind::Pubsub)
-            .any(|s| {
-                s.channels.iter().any(|x| x == c)
-                    || s.patterns
-                        .iter()
-                        .any(|p| wildmatch::WildMatch::new(p).matches(c))
-            })
+            .filter_map(|s| s.pubsub())
+            .any(|p| p.matches(c))
     };
     let mut channels = Vec::new();
     for c in names {
@@ -395,11 +390,11 @@ struct Report {
 
 /// Why a configured source cannot be observed by `migrate validate`.
 fn unobservable(s: &crate::config::SourceConfig) -> Option<String> {
-    (s.kind == SourceKind::List).then(|| {
+    (s.kind() == SourceKind::List).then(|| {
         format!(
             "list source `{}` (key {}): the bridge moves each item out of the list as it reads it, so no other reader can see it",
             s.name,
-            s.key.as_deref().unwrap_or("")
+            s.key().unwrap_or("")
         )
     })
 }
@@ -463,7 +458,7 @@ async fn observe_stream(
     until: &str,
     observed: &mut Observed,
 ) -> redis::RedisResult<()> {
-    let key = source.key.as_deref().unwrap_or("");
+    let key = source.key().unwrap_or("");
     let mut start = format!("({after}");
     loop {
         let v: redis::Value = redis::cmd("XRANGE")
@@ -502,10 +497,16 @@ pub async fn validate(
             "migrate validate reads the delivery ledger, which needs delivery.durability = \"redis\""
         );
     }
-    let of_kind =
-        |k: SourceKind| -> Vec<_> { cfg.sources.iter().filter(|s| s.kind == k).collect() };
-    let pubsub = of_kind(SourceKind::Pubsub);
-    let streams = of_kind(SourceKind::Stream);
+    let pubsub: Vec<_> = cfg
+        .sources
+        .iter()
+        .filter_map(|s| Some((s, s.pubsub()?)))
+        .collect();
+    let streams: Vec<_> = cfg
+        .sources
+        .iter()
+        .filter(|s| s.kind() == SourceKind::Stream)
+        .collect();
     let unchecked_sources: Vec<String> = cfg.sources.iter().filter_map(unobservable).collect();
     if pubsub.is_empty() && streams.is_empty() {
         anyhow::bail!(
@@ -519,25 +520,24 @@ pub async fn validate(
     let mut conn = redis_manager(&cfg.redis.url)?;
     let client = cfg.redis.url.client()?;
     let mut sub = client.get_async_pubsub().await?;
-    for s in &pubsub {
-        if !s.channels.is_empty() {
-            sub.subscribe(&s.channels).await?;
+    for (_, p) in &pubsub {
+        if !p.channels.is_empty() {
+            sub.subscribe(&p.channels).await?;
         }
-        if !s.patterns.is_empty() {
-            sub.psubscribe(&s.patterns).await?;
+        if !p.patterns.is_empty() {
+            sub.psubscribe(&p.patterns).await?;
         }
     }
     let mut stream_starts = Vec::with_capacity(streams.len());
     for s in &streams {
-        stream_starts.push(last_stream_id(&mut conn, s.key.as_deref().unwrap_or("")).await?);
+        stream_starts.push(last_stream_id(&mut conn, s.key().unwrap_or("")).await?);
     }
     eprintln!(
         "observing {} for {} …",
         pubsub
             .iter()
-            .flat_map(|s| s.channels.iter().chain(&s.patterns))
-            .chain(streams.iter().filter_map(|s| s.key.as_ref()))
-            .cloned()
+            .flat_map(|(_, p)| p.channels.iter().chain(&p.patterns).map(String::as_str))
+            .chain(streams.iter().filter_map(|s| s.key()))
             .collect::<Vec<_>>()
             .join(", "),
         crate::config::Dur(duration)
@@ -559,18 +559,13 @@ pub async fn validate(
             let channel = msg.get_channel_name().to_string();
             let unwrap = pubsub
                 .iter()
-                .find(|s| {
-                    s.channels.contains(&channel)
-                        || s.patterns
-                            .iter()
-                            .any(|p| wildmatch::WildMatch::new(p).matches(&channel))
-                })
-                .is_some_and(|s| s.unwrap_envelope);
+                .find(|(_, p)| p.matches(&channel))
+                .is_some_and(|(s, _)| s.unwrap_envelope);
             observed.record(cfg, msg.get_payload_bytes(), &channel, unwrap);
         }
     }
     for (s, start) in streams.iter().zip(&stream_starts) {
-        let key = s.key.as_deref().unwrap_or("");
+        let key = s.key().unwrap_or("");
         let end = last_stream_id(&mut conn, key).await?;
         observe_stream(&mut conn, cfg, s, start, &end, &mut observed).await?;
     }

@@ -12,8 +12,8 @@ use crate::delivery::signing::{scheme_name, verify};
 pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     let headers = match parse_headers(&args.headers) {
         Ok(headers) => headers,
-        Err(message) => {
-            eprintln!("verify: {message}");
+        Err(e) => {
+            eprintln!("verify: {e}");
             return Ok(crate::exit::USAGE);
         }
     };
@@ -45,21 +45,57 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     }
 }
 
+/// Why a `--header` flag is refused; names the flag by position (from 1) and repeats it as
+/// given (the caller's own input, shown so that the bad one can be found).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+enum HeaderFlagError {
+    /// No `:` between name and value.
+    #[error("--header #{position} ({flag:?}) is not `Name: value`")]
+    NotNameValue {
+        /// The flag's position.
+        position: usize,
+        /// The flag as given.
+        flag: String,
+    },
+    /// The part before `:` is not a header name.
+    #[error("--header #{position} ({flag:?}) has an invalid header name")]
+    Name {
+        /// The flag's position.
+        position: usize,
+        /// The flag as given.
+        flag: String,
+    },
+    /// The part after `:` is not a header value.
+    #[error("--header #{position} ({flag:?}) has an invalid header value")]
+    Value {
+        /// The flag's position.
+        position: usize,
+        /// The flag as given.
+        flag: String,
+    },
+}
+
 /// Parses `--header "Name: value"` flags into a map, keeping repeats (so a duplicated header
-/// is reported as such). The error names the flag by position.
-fn parse_headers(flags: &[String]) -> Result<HeaderMap, String> {
+/// is reported as such).
+fn parse_headers(flags: &[String]) -> Result<HeaderMap, HeaderFlagError> {
     let mut headers = HeaderMap::with_capacity(flags.len());
     for (i, flag) in flags.iter().enumerate() {
         let position = i + 1;
         let Some((name, value)) = flag.split_once(':') else {
-            return Err(format!(
-                "--header #{position} ({flag:?}) is not `Name: value`"
-            ));
+            return Err(HeaderFlagError::NotNameValue {
+                position,
+                flag: flag.clone(),
+            });
         };
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .map_err(|_| format!("--header #{position} ({flag:?}) has an invalid header name"))?;
-        let value = HeaderValue::from_str(value.trim())
-            .map_err(|_| format!("--header #{position} ({flag:?}) has an invalid header value"))?;
+        let name =
+            HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| HeaderFlagError::Name {
+                position,
+                flag: flag.clone(),
+            })?;
+        let value = HeaderValue::from_str(value.trim()).map_err(|_| HeaderFlagError::Value {
+            position,
+            flag: flag.clone(),
+        })?;
         headers.append(name, value);
     }
     Ok(headers)
@@ -84,9 +120,16 @@ mod tests {
     #[test]
     fn names_a_malformed_header_flag_by_position() {
         let flags = ["A: b".to_owned(), "no colon here".to_owned()];
-        let message = parse_headers(&flags).unwrap_err();
+        let message = parse_headers(&flags).unwrap_err().to_string();
         assert!(message.contains("--header #2"), "{message}");
-        let message = parse_headers(&["bad name: x".to_owned()]).unwrap_err();
-        assert!(message.contains("--header #1"), "{message}");
+        let e = parse_headers(&["bad name: x".to_owned()]).unwrap_err();
+        assert_eq!(
+            e,
+            HeaderFlagError::Name {
+                position: 1,
+                flag: "bad name: x".into()
+            }
+        );
+        assert!(e.to_string().contains("--header #1"), "{e}");
     }
 }

@@ -16,8 +16,7 @@ impl Dur {
         Self(Duration::from_secs(secs))
     }
 
-    /// Parses a humantime string, or a plain number of seconds (fractions allowed). The error
-    /// does not repeat the text (the key's value may be misplaced secret).
+    /// Parses a humantime string, or a plain number of seconds (fractions allowed).
     ///
     /// ```
     /// use redis_webhook_bridge::config::Dur;
@@ -25,19 +24,30 @@ impl Dur {
     /// assert_eq!(Dur::parse("30").unwrap().0.as_secs(), 30);
     /// assert!(Dur::parse("soon").is_err());
     /// ```
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, DurError> {
         let text = text.trim();
         if let Ok(secs) = text.parse::<f64>() {
             if secs.is_finite() && secs >= 0.0 {
                 return Ok(Self(Duration::from_secs_f64(secs)));
             }
-            return Err("not a valid duration: a negative or infinite number of seconds".into());
+            return Err(DurError::NotFinite);
         }
-        humantime::parse_duration(text).map(Self).map_err(|_| {
-            "not a valid duration; use e.g. \"500ms\", \"30s\", \"1h\" or a number of seconds"
-                .to_string()
-        })
+        humantime::parse_duration(text)
+            .map(Self)
+            .map_err(|_| DurError::Invalid)
     }
+}
+
+/// Why a duration is refused. The message does not repeat the text (the key's value may be
+/// a misplaced secret).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DurError {
+    /// A number of seconds below zero, or infinite.
+    #[error("not a valid duration: a negative or infinite number of seconds")]
+    NotFinite,
+    /// Neither a number nor a humantime string.
+    #[error("not a valid duration; use e.g. \"500ms\", \"30s\", \"1h\" or a number of seconds")]
+    Invalid,
 }
 
 impl fmt::Debug for Dur {
@@ -148,8 +158,8 @@ mod tests {
 
     #[test]
     fn rejects_garbage_with_a_hint() {
-        let e = Dur::parse("soon-CANARY").unwrap_err();
+        let e = Dur::parse("soon-CANARY").unwrap_err().to_string();
         assert!(e.contains("30s") && !e.contains("CANARY"), "{e}");
-        assert!(Dur::parse("-3").is_err());
+        assert_eq!(Dur::parse("-3"), Err(DurError::NotFinite));
     }
 }

@@ -15,10 +15,51 @@ use std::path::{Path, PathBuf};
 use figment::error::{Actual, Kind};
 use figment::providers::Format as _;
 use figment::value::{Dict, Map};
-use figment::{Metadata, Profile, Provider};
+use figment::{Figment, Metadata, Profile, Provider};
 use toml::de::{DeTable, DeValue};
 
-use super::ConfigError;
+/// Everything that can be wrong with a configuration. Each message names the key (or
+/// variable, or file) and never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A key has a wrong value (or is unknown).
+    #[error("config key `{key}`{origin}: {message}")]
+    Invalid {
+        /// The dotted key, e.g. `endpoints[0].url`, or an environment variable's name.
+        key: String,
+        /// Where the value came from (` (in file x.toml)`), or empty.
+        origin: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// A command-line flag has a wrong value.
+    #[error("flag `{flag}`: {message}")]
+    Flag {
+        /// The flag, e.g. `--log-level`.
+        flag: &'static str,
+        /// What is wrong and what is accepted.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// An [`ConfigError::Invalid`] without an origin yet (`load` adds where the value came from).
+    pub(super) fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            origin: String::new(),
+            message: message.into(),
+        }
+    }
+}
 
 /// The config file, read once: figment reads it through this provider (so errors are
 /// attributed to the file) and errors are placed at a line and column in its text.
@@ -100,6 +141,67 @@ pub(super) fn from_figment(e: figment::Error, file: Option<&ConfigFile>) -> Conf
         key: if key.is_empty() { "(file)".into() } else { key },
         origin,
         message: describe(&e.kind),
+    }
+}
+
+/// Adds where the value of an error's key came from (` (in file x.toml, line 3, column 8)`)
+/// to an error found after extraction; keys as [`display_key`] writes them
+/// (`endpoints[0].url`). A key the file does not set (a required key left out) is placed at
+/// the nearest enclosing table the file does write. Values from the environment, the flags
+/// or the defaults get no origin: the key alone names them.
+pub(super) fn with_origin(e: ConfigError, fig: &Figment, file: Option<&ConfigFile>) -> ConfigError {
+    let ConfigError::Invalid {
+        key,
+        origin,
+        message,
+    } = e
+    else {
+        return e;
+    };
+    let path: Vec<String> = key
+        .split(['.', '['])
+        .map(|p| p.trim_end_matches(']').to_string())
+        .collect();
+    let mut value = path.first().and_then(|first| fig.find_value(first).ok());
+    let mut deepest = None;
+    for part in &path[1..] {
+        value = match value {
+            Some(figment::value::Value::Dict(tag, mut d)) => {
+                deepest = Some(tag);
+                d.remove(part)
+            }
+            Some(figment::value::Value::Array(tag, mut a)) => {
+                deepest = Some(tag);
+                part.parse::<usize>()
+                    .ok()
+                    .filter(|i| *i < a.len())
+                    .map(|i| a.swap_remove(i))
+            }
+            _ => None,
+        };
+    }
+    let tag = value.map(|v| v.tag()).or(deepest);
+    let source = tag
+        .and_then(|t| fig.get_metadata(t))
+        .and_then(|md| match &md.source {
+            Some(figment::Source::File(p)) => Some(p.clone()),
+            _ => None,
+        });
+    let origin = match source {
+        Some(p) if origin.is_empty() => {
+            let place = file
+                .filter(|f| f.path == p)
+                .and_then(|f| locate(&f.text, &path, false))
+                .map(|(line, column)| format!(", line {line}, column {column}"))
+                .unwrap_or_default();
+            format!(" (in file {}{place})", p.display())
+        }
+        _ => origin,
+    };
+    ConfigError::Invalid {
+        key,
+        origin,
+        message,
     }
 }
 

@@ -2,14 +2,107 @@
 //!
 //! Fields that the registry's legacy variables can default (`timeout`, `max_retries`, …) are
 //! `Option`s here so that validation can tell "not set" from "set to the default".
+//!
+//! Words from a fixed set (`kind`, `durability`, `format`) are read straight into their enums
+//! ([`Word`]), so a misspelt one is an error of extraction that names the key with its file,
+//! line and column. A source's kind-specific keys stay flat here, as the file writes them:
+//! `validate` moves them into the variant of their kind and names any key that does not
+//! belong to it (serde's internally tagged enums would lose figment's key paths and cannot
+//! default `kind` to `pubsub`).
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::Scheme;
 use super::Secret;
 use super::duration::Dur;
+use super::model::{Durability, LogFormat, SourceKind, TargetKind};
+
+/// A config value that is one word of a fixed set. It is read by serde straight into its
+/// enum; any other word is refused with [`Word::UNKNOWN`], which names the accepted words and
+/// never repeats the value (a misplaced secret must not reach an error message).
+pub(super) trait Word: Sized + Copy + 'static {
+    /// Every value.
+    const ALL: &'static [Self];
+    /// What to say about a word that is none of them.
+    const UNKNOWN: &'static str;
+    /// The config spelling of `self`.
+    fn word(self) -> &'static str;
+    /// The value spelled `word`, if any.
+    fn from_word(word: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|v| v.word() == word)
+    }
+}
+
+/// Reads a [`Word`] from a string.
+struct WordVisitor<T>(PhantomData<T>);
+
+impl<T: Word> serde::de::Visitor<'_> for WordVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        T::from_word(v).ok_or_else(|| E::custom(T::UNKNOWN))
+    }
+}
+
+/// Implements `Deserialize` for [`Word`] enums.
+macro_rules! deserialize_word {
+    ($($t:ty),*) => {$(
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_str(WordVisitor::<Self>(PhantomData))
+            }
+        }
+    )*};
+}
+
+deserialize_word!(SourceKind, TargetKind, Durability, LogFormat);
+
+impl Word for SourceKind {
+    const ALL: &'static [Self] = &[Self::Pubsub, Self::List, Self::Stream];
+    const UNKNOWN: &'static str = "unknown source kind; use pubsub, list or stream";
+    fn word(self) -> &'static str {
+        self.as_str()
+    }
+    /// `kind = ""` has always meant the default, pubsub.
+    fn from_word(word: &str) -> Option<Self> {
+        match word {
+            "" => Some(Self::Pubsub),
+            _ => Self::ALL.iter().copied().find(|v| v.word() == word),
+        }
+    }
+}
+
+impl Word for TargetKind {
+    const ALL: &'static [Self] = &[Self::Channel, Self::List, Self::Stream];
+    const UNKNOWN: &'static str = "unknown target kind; use channel, list or stream";
+    fn word(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl Word for Durability {
+    const ALL: &'static [Self] = &[Self::Memory, Self::Redis];
+    const UNKNOWN: &'static str = "unknown value; use \"redis\" or \"memory\"";
+    fn word(self) -> &'static str {
+        self.as_str()
+    }
+}
+
+impl Word for LogFormat {
+    const ALL: &'static [Self] = &[Self::Json, Self::Text];
+    const UNKNOWN: &'static str = "unknown value; use \"json\" or \"text\"";
+    fn word(self) -> &'static str {
+        self.as_str()
+    }
+}
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -76,7 +169,7 @@ impl Default for RawRedis {
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSource {
-    pub kind: String,
+    pub kind: SourceKind,
     pub name: Option<String>,
     pub channels: Vec<String>,
     pub patterns: Vec<String>,
@@ -89,7 +182,7 @@ pub struct RawSource {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawDelivery {
-    pub durability: String,
+    pub durability: Durability,
     pub idempotency_key_fields: Vec<String>,
     pub dedupe_window: Dur,
     pub shutdown_timeout: Dur,
@@ -98,7 +191,7 @@ pub struct RawDelivery {
 impl Default for RawDelivery {
     fn default() -> Self {
         Self {
-            durability: "redis".into(),
+            durability: Durability::Redis,
             idempotency_key_fields: ["model_id", "token_symbol", "mlflow_run_id", "model_version"]
                 .map(String::from)
                 .to_vec(),
@@ -158,7 +251,8 @@ pub struct RawRepublish {
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawTarget {
-    pub kind: String,
+    /// Required; `None` only so that a missing `kind` is told like an unknown one.
+    pub kind: Option<TargetKind>,
     pub key: String,
     pub redis_url: Option<String>,
 }
@@ -168,7 +262,7 @@ pub struct RawTarget {
 #[serde(deny_unknown_fields, default)]
 pub struct RawFallback {
     pub enabled: bool,
-    pub kind: String,
+    pub kind: TargetKind,
     pub key: String,
 }
 
@@ -176,7 +270,7 @@ impl Default for RawFallback {
     fn default() -> Self {
         Self {
             enabled: false,
-            kind: "list".into(),
+            kind: TargetKind::List,
             key: "hokusai:model_ready_queue:webhook-fallback".into(),
         }
     }
@@ -251,14 +345,14 @@ impl Default for RawAdmin {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLog {
-    pub format: String,
+    pub format: LogFormat,
     pub level: String,
 }
 
 impl Default for RawLog {
     fn default() -> Self {
         Self {
-            format: "json".into(),
+            format: LogFormat::Json,
             level: "info".into(),
         }
     }

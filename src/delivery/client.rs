@@ -106,7 +106,7 @@ impl EndpointClient {
         crate::config::validate_endpoint_url(ep.url.url().as_str(), security).map_err(
             |reason| ClientError::Policy {
                 endpoint: ep.name.clone(),
-                reason,
+                reason: reason.to_string(),
             },
         )?;
         install_crypto_provider();

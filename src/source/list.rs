@@ -13,12 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::{Received, SourceAck, SourceState, connection_lost};
-use crate::config::SourceConfig;
-use crate::telemetry::metric;
+use super::{Received, Sink, SourceAck, SourceCtx};
+use crate::config::ListSource;
+use crate::util::backoff::Backoff;
 
 /// Moves up to ARGV[1] items from KEYS[1] to KEYS[2], oldest first.
 const MOVE_BATCH_LUA: &str = r#"
@@ -47,11 +45,11 @@ pub struct ListKeys {
 }
 
 impl ListKeys {
-    /// Keys for source `cfg` read by `consumer`.
-    pub fn new(key_prefix: &str, cfg: &SourceConfig, consumer: &str) -> Self {
-        let processing_prefix = format!("{key_prefix}:processing:{}:", cfg.name);
+    /// Keys for the list source `name` reading `list`, as `consumer`.
+    pub fn new(key_prefix: &str, name: &str, list: &ListSource, consumer: &str) -> Self {
+        let processing_prefix = format!("{key_prefix}:processing:{name}:");
         Self {
-            source: cfg.key.clone().unwrap_or_default(),
+            source: list.key.clone(),
             processing: format!("{processing_prefix}{consumer}"),
             processing_prefix,
             replica_prefix: format!("{key_prefix}:replica:"),
@@ -59,103 +57,152 @@ impl ListKeys {
     }
 }
 
-/// Runs the list source until `shutdown`.
-pub async fn run(
-    mut conn: ConnectionManager,
-    keys: ListKeys,
-    cfg: SourceConfig,
-    state: Arc<SourceState>,
-    out: mpsc::Sender<Received>,
-    shutdown: CancellationToken,
-) {
-    let name: Arc<str> = Arc::from(cfg.name.as_str());
-    let processing: Arc<str> = Arc::from(keys.processing.as_str());
-    let received = metrics::counter!(metric::MESSAGES_RECEIVED, "source" => name.to_string());
-    let mover = redis::Script::new(MOVE_BATCH_LUA);
-    let mut last_recover: Option<tokio::time::Instant> = None;
-    let mut backoff = Duration::from_millis(100);
-    let make = |body: Vec<u8>, processing: &Arc<str>| Received {
-        source: name.clone(),
-        channel: keys.source.clone(),
-        body: Bytes::from(body),
-        received_at: SystemTime::now(),
-        unwrap_envelope: cfg.unwrap_envelope,
-        ack: Some(SourceAck::List {
-            processing: processing.clone(),
-        }),
+/// Runs the list source until shutdown, reading with `conn` (a dedicated connection: BLMOVE
+/// blocks).
+pub async fn run(ctx: SourceCtx, conn: ConnectionManager, list: ListSource) {
+    let keys = ListKeys::new(&ctx.redis.key_prefix, &ctx.cfg.name, &list, &ctx.consumer);
+    let mut reader = ListReader {
+        name: ctx.name(),
+        processing: Arc::from(keys.processing.as_str()),
+        sink: ctx.sink(),
+        mover: redis::Script::new(MOVE_BATCH_LUA),
+        backoff: Backoff::default(),
+        conn,
+        keys,
+        ctx,
     };
-    loop {
-        if shutdown.is_cancelled() {
-            break;
-        }
-        if last_recover.is_none_or(|t| t.elapsed() >= RECOVER_EVERY) {
-            last_recover = Some(tokio::time::Instant::now());
-            match recover(&mut conn, &keys).await {
-                Ok(orphans) => {
-                    for (list, items) in orphans {
-                        tracing::warn!(source = %name, list = %list, items = items.len(), "recovering items a stopped replica left in its processing list");
-                        let list: Arc<str> = Arc::from(list.as_str());
-                        for item in items {
-                            state.received.fetch_add(1, Ordering::Relaxed);
-                            received.increment(1);
-                            if out.send(make(item, &list)).await.is_err() {
-                                return;
-                            }
-                        }
+    if reader.read().await {
+        tracing::info!(source = %reader.name, "source stopped");
+    }
+}
+
+/// One list source's loop and what it keeps between turns.
+struct ListReader {
+    ctx: SourceCtx,
+    conn: ConnectionManager,
+    keys: ListKeys,
+    name: Arc<str>,
+    processing: Arc<str>,
+    sink: Sink,
+    mover: redis::Script,
+    backoff: Backoff,
+}
+
+/// What one turn of reading the list gave.
+enum Turn {
+    /// Items moved into the processing list (none when a blocking wait timed out).
+    Items(Vec<Vec<u8>>),
+    /// The connection failed.
+    Lost(redis::RedisError),
+    /// Shutdown came during a blocking wait.
+    Shutdown,
+}
+
+impl ListReader {
+    /// Reads until shutdown (true) or until ingest is gone (false). Every few seconds the
+    /// processing lists of stopped replicas are read again first.
+    async fn read(&mut self) -> bool {
+        let mut last_recover: Option<tokio::time::Instant> = None;
+        loop {
+            if self.ctx.shutdown.is_cancelled() {
+                return true;
+            }
+            if last_recover.is_none_or(|t| t.elapsed() >= RECOVER_EVERY) {
+                last_recover = Some(tokio::time::Instant::now());
+                if !self.recover_orphans().await {
+                    return false;
+                }
+            }
+            let items = match self.next_items().await {
+                Turn::Items(items) => items,
+                Turn::Lost(e) => {
+                    if !self.ctx.connection_lost(&e, &mut self.backoff).await {
+                        return true;
                     }
-                }
-                Err(e) => {
-                    tracing::debug!(source = %name, error = %e, "recovery scan failed; will try again")
-                }
-            }
-        }
-        let batch: redis::RedisResult<Vec<Vec<u8>>> = mover
-            .key(&keys.source)
-            .key(&keys.processing)
-            .arg(BATCH)
-            .invoke_async(&mut conn)
-            .await;
-        let mut items = match batch {
-            Ok(items) => items,
-            Err(e) => {
-                connection_lost(&state, &name, &e, &mut backoff, &shutdown).await;
-                continue;
-            }
-        };
-        if items.is_empty() {
-            let mut blmove = redis::cmd("BLMOVE");
-            blmove
-                .arg(&keys.source)
-                .arg(&keys.processing)
-                .arg("RIGHT")
-                .arg("LEFT")
-                .arg(1);
-            let blocked: redis::RedisResult<Option<Vec<u8>>> = tokio::select! {
-                r = blmove.query_async(&mut conn) => r,
-                _ = shutdown.cancelled() => break,
-            };
-            match blocked {
-                Ok(Some(item)) => items.push(item),
-                Ok(None) => {}
-                Err(e) => {
-                    connection_lost(&state, &name, &e, &mut backoff, &shutdown).await;
                     continue;
                 }
+                Turn::Shutdown => return true,
+            };
+            if !self.ctx.state.connected.swap(true, Ordering::Relaxed) {
+                tracing::info!(source = %self.name, list = %self.keys.source, "reading list");
             }
-        }
-        if !state.connected.swap(true, Ordering::Relaxed) {
-            tracing::info!(source = %name, list = %keys.source, "reading list");
-        }
-        backoff = Duration::from_millis(100);
-        for item in items {
-            state.received.fetch_add(1, Ordering::Relaxed);
-            received.increment(1);
-            if out.send(make(item, &processing)).await.is_err() {
-                return;
+            self.backoff.reset();
+            for item in items {
+                let r = self.received(item, &self.processing);
+                if !self.sink.send(r).await {
+                    return false;
+                }
             }
         }
     }
-    tracing::info!(source = %name, "source stopped");
+
+    /// Up to a batch of items, oldest first; when the list is empty, waits (blocking, up to
+    /// a second) for one.
+    async fn next_items(&mut self) -> Turn {
+        let batch: redis::RedisResult<Vec<Vec<u8>>> = self
+            .mover
+            .key(&self.keys.source)
+            .key(&self.keys.processing)
+            .arg(BATCH)
+            .invoke_async(&mut self.conn)
+            .await;
+        match batch {
+            Ok(items) if items.is_empty() => {}
+            Ok(items) => return Turn::Items(items),
+            Err(e) => return Turn::Lost(e),
+        }
+        let mut blmove = redis::cmd("BLMOVE");
+        blmove
+            .arg(&self.keys.source)
+            .arg(&self.keys.processing)
+            .arg("RIGHT")
+            .arg("LEFT")
+            .arg(1);
+        let blocked: redis::RedisResult<Option<Vec<u8>>> = tokio::select! {
+            r = blmove.query_async(&mut self.conn) => r,
+            _ = self.ctx.shutdown.cancelled() => return Turn::Shutdown,
+        };
+        match blocked {
+            Ok(item) => Turn::Items(item.into_iter().collect()),
+            Err(e) => Turn::Lost(e),
+        }
+    }
+
+    /// Re-ingests the items stopped replicas left in their processing lists; false when
+    /// ingest is gone. A failed scan is tried again on the next round.
+    async fn recover_orphans(&mut self) -> bool {
+        let orphans = match recover(&mut self.conn, &self.keys).await {
+            Ok(orphans) => orphans,
+            Err(e) => {
+                tracing::debug!(source = %self.name, error = %e, "recovery scan failed; will try again");
+                return true;
+            }
+        };
+        for (list, items) in orphans {
+            tracing::warn!(source = %self.name, list = %list, items = items.len(), "recovering items a stopped replica left in its processing list");
+            let list: Arc<str> = Arc::from(list.as_str());
+            for item in items {
+                if !self.sink.send(self.received(item, &list)).await {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// An item as ingest receives it, to be removed from `processing` once journaled.
+    fn received(&self, body: Vec<u8>, processing: &Arc<str>) -> Received {
+        Received {
+            source: self.name.clone(),
+            channel: self.keys.source.clone(),
+            body: Bytes::from(body),
+            received_at: SystemTime::now(),
+            unwrap_envelope: self.ctx.cfg.unwrap_envelope,
+            ack: Some(SourceAck::List {
+                processing: processing.clone(),
+            }),
+        }
+    }
 }
 
 /// Items in processing lists of replicas whose heartbeat is gone.

@@ -1,5 +1,6 @@
-//! Redis sources. Each source runs as one supervised task that yields [`Received`]
-//! messages into the ingest channel and keeps its [`SourceState`] up to date.
+//! Redis sources. Each source runs as one supervised task ([`spawn`]) that yields
+//! [`Received`] messages into the ingest channel and keeps its [`SourceState`] up to date;
+//! everything a task needs comes in one [`SourceCtx`].
 
 pub mod list;
 pub mod pubsub;
@@ -10,9 +11,98 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use redis::aio::ConnectionManager;
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use crate::config::SourceKind;
+use crate::config::{RedisConfig, SourceConfig, SourceKind, SourceSpec};
+use crate::telemetry::metric;
+use crate::util::backoff::Backoff;
+
+/// What one source task is given.
+pub struct SourceCtx {
+    /// The source's settings (its name, kind and what it reads).
+    pub cfg: SourceConfig,
+    /// `[redis]`: where Redis is, the key prefix and the resubscribe cap.
+    pub redis: RedisConfig,
+    /// The process's shared connection, for the occasional command beside the source's own
+    /// blocking reads (creating a stream's group, claiming a stopped replica's entries).
+    pub conn: ConnectionManager,
+    /// This replica's consumer name (stream consumer, processing list).
+    pub consumer: String,
+    /// The source's live state, shared with `/status`, `/readyz` and metrics.
+    pub state: Arc<SourceState>,
+    /// The ingest channel.
+    pub out: mpsc::Sender<Received>,
+    /// Stops the source.
+    pub shutdown: CancellationToken,
+}
+
+/// Starts the task that reads the source `ctx.cfg` describes until shutdown, or until the
+/// ingest channel is gone. List and stream sources get a dedicated connection: their
+/// blocking reads (`BLMOVE`, `XREADGROUP BLOCK`) would stall a shared one.
+pub fn spawn(ctx: SourceCtx) -> redis::RedisResult<JoinHandle<()>> {
+    Ok(match ctx.cfg.spec.clone() {
+        SourceSpec::PubSub(sub) => tokio::spawn(pubsub::run(ctx, sub)),
+        SourceSpec::List(list) => {
+            let reader = crate::redis::redis_reader(&ctx.redis.url)?;
+            tokio::spawn(list::run(ctx, reader, list))
+        }
+        SourceSpec::Stream(stream) => {
+            let reader = crate::redis::redis_reader(&ctx.redis.url)?;
+            tokio::spawn(stream::run(ctx, reader, stream))
+        }
+    })
+}
+
+impl SourceCtx {
+    /// The source's name, as every [`Received`] of it carries it.
+    fn name(&self) -> Arc<str> {
+        Arc::from(self.cfg.name.as_str())
+    }
+
+    /// Where this source's messages go, counted.
+    fn sink(&self) -> Sink {
+        Sink {
+            state: self.state.clone(),
+            received: metrics::counter!(metric::MESSAGES_RECEIVED, "source" => self.cfg.name.clone()),
+            out: self.out.clone(),
+        }
+    }
+
+    /// Marks a reliable source as disconnected (counted and logged once per loss) and waits
+    /// out the backoff. Messages wait in Redis meanwhile, so nothing is lost. Returns false
+    /// when shutdown came first.
+    async fn connection_lost(&self, e: &redis::RedisError, backoff: &mut Backoff) -> bool {
+        let state = &self.state;
+        if state.connected.swap(false, Ordering::Relaxed) {
+            state.disconnects.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(metric::SOURCE_DISCONNECTS, "source" => self.cfg.name.clone())
+                .increment(1);
+            tracing::error!(source = %self.cfg.name, redis = %crate::redis::redis_address(), error = %e, "lost the Redis connection of a source; reconnecting (messages wait in Redis)");
+        }
+        backoff.wait(&self.shutdown).await
+    }
+}
+
+/// The ingest channel of one source, counting what goes in (`SourceState::received`,
+/// `bridge_messages_received_total`).
+struct Sink {
+    state: Arc<SourceState>,
+    received: metrics::Counter,
+    out: mpsc::Sender<Received>,
+}
+
+impl Sink {
+    /// Counts `r` and hands it to ingest; false when ingest is gone (the source stops).
+    async fn send(&self, r: Received) -> bool {
+        self.state.received.fetch_add(1, Ordering::Relaxed);
+        self.received.increment(1);
+        self.out.send(r).await.is_ok()
+    }
+}
 
 /// One message as read from Redis, before ingest looks at it.
 #[derive(Debug, Clone)]
@@ -99,25 +189,4 @@ impl SourceState {
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
     }
-}
-
-/// Marks a reliable source as disconnected (counted and logged once per loss) and waits
-/// out the backoff. Messages wait in Redis meanwhile, so nothing is lost.
-pub(crate) async fn connection_lost(
-    state: &SourceState,
-    name: &str,
-    e: &redis::RedisError,
-    backoff: &mut std::time::Duration,
-    shutdown: &tokio_util::sync::CancellationToken,
-) {
-    if state.connected.swap(false, Ordering::Relaxed) {
-        state.disconnects.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::telemetry::metric::SOURCE_DISCONNECTS, "source" => name.to_string()).increment(1);
-        tracing::error!(source = %name, redis = %crate::redis::redis_address(), error = %e, "lost the Redis connection of a source; reconnecting (messages wait in Redis)");
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(*backoff) => {}
-        _ = shutdown.cancelled() => {}
-    }
-    *backoff = (*backoff * 2).min(std::time::Duration::from_secs(5));
 }

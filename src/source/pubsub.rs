@@ -10,39 +10,30 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::{Received, SourceState};
-use crate::config::{RedisUrl, SourceConfig};
+use super::{Received, Sink, SourceCtx};
+use crate::config::{PubSubSource, RedisUrl};
 use crate::telemetry::metric;
+use crate::util::backoff::Backoff;
 
 /// How often an idle subscription is PINGed to notice a dead connection.
 const PING_EVERY: Duration = Duration::from_secs(5);
 /// How long a PING may take before the connection is declared dead.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The first wait before subscribing again.
-const FIRST_DELAY: Duration = Duration::from_millis(100);
-
-/// Runs the source until `shutdown`: subscribe, forward, and on any loss subscribe again with
-/// exponential backoff from 100 ms, jittered within `max_delay` (`redis.resubscribe_max_delay`).
-pub async fn run(
-    redis_url: RedisUrl,
-    max_delay: Duration,
-    cfg: SourceConfig,
-    state: Arc<SourceState>,
-    out: mpsc::Sender<Received>,
-    shutdown: CancellationToken,
-) {
-    let name: Arc<str> = Arc::from(cfg.name.as_str());
-    let mut backoff = ResubscribeBackoff::new(max_delay);
+/// Runs the source until shutdown: subscribe, forward, and on any loss subscribe again with
+/// the reconnect backoff, capped at `redis.resubscribe_max_delay` (every second unsubscribed
+/// loses messages, so the cap is lower than other loops').
+pub async fn run(ctx: SourceCtx, sub: PubSubSource) {
+    let name = ctx.name();
+    let sink = ctx.sink();
+    let mut backoff = Backoff::new(ctx.redis.resubscribe_max_delay.0);
     let mut down_since: Option<Instant> = None;
     loop {
-        if shutdown.is_cancelled() {
+        if ctx.shutdown.is_cancelled() {
             break;
         }
-        match subscribe(&redis_url, &cfg).await {
+        match subscribe(&ctx.redis.url, &sub).await {
             Ok(pubsub) => {
                 if let Some(since) = down_since.take() {
                     tracing::warn!(
@@ -51,38 +42,24 @@ pub async fn run(
                         "resubscribed; messages published during the gap were not seen (pub/sub is at-most-once)"
                     );
                 } else {
-                    tracing::info!(source = %name, channels = ?cfg.channels, patterns = ?cfg.patterns, "subscribed");
+                    tracing::info!(source = %name, channels = ?sub.channels, patterns = ?sub.patterns, "subscribed");
                 }
-                backoff = ResubscribeBackoff::new(max_delay);
-                state.connected.store(true, Ordering::Relaxed);
-                let end = forward(pubsub, &name, &cfg, &state, &out, &shutdown).await;
-                state.connected.store(false, Ordering::Relaxed);
+                backoff.reset();
+                ctx.state.connected.store(true, Ordering::Relaxed);
+                let end = forward(pubsub, &name, &ctx, &sink).await;
+                ctx.state.connected.store(false, Ordering::Relaxed);
                 match end {
                     End::Shutdown => break,
                     End::Lost(reason) => {
-                        state.disconnects.fetch_add(1, Ordering::Relaxed);
-                        metrics::counter!(metric::SOURCE_DISCONNECTS, "source" => name.to_string())
-                            .increment(1);
-                        tracing::error!(source = %name, redis = %redis_url.redacted(), error = %reason, "lost the Redis subscription; reconnecting");
+                        subscription_lost(&ctx, &reason);
                         down_since = Some(Instant::now());
                     }
                 }
             }
             Err(e) => {
-                if down_since.is_none() {
-                    down_since = Some(Instant::now());
-                }
-                let wait = backoff.next_delay(rand::random::<f64>());
-                tracing::warn!(
-                    source = %name,
-                    redis = %redis_url.redacted(),
-                    error = %e,
-                    retry_in_ms = wait.as_millis() as u64,
-                    "cannot subscribe"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.cancelled() => break,
+                down_since.get_or_insert_with(Instant::now);
+                if !wait_to_resubscribe(&ctx, &e, &mut backoff).await {
+                    break;
                 }
             }
         }
@@ -90,42 +67,45 @@ pub async fn run(
     tracing::info!(source = %name, "source stopped");
 }
 
-/// The waits between attempts to subscribe again: the base doubles from 100 ms up to the cap,
-/// and each wait is drawn from the upper half of its base ("equal jitter"), so replicas do not
-/// retry in lockstep and no wait ever exceeds the cap. Written here rather than with `backon`
-/// (used for delivery retries) because backon's jitter adds on top of the capped delay.
-#[derive(Debug, Clone)]
-struct ResubscribeBackoff {
-    base: Duration,
-    cap: Duration,
+/// Counts and logs the loss of a subscription.
+fn subscription_lost(ctx: &SourceCtx, reason: &str) {
+    let name = &ctx.cfg.name;
+    ctx.state.disconnects.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!(metric::SOURCE_DISCONNECTS, "source" => name.clone()).increment(1);
+    tracing::error!(source = %name, redis = %ctx.redis.url.redacted(), error = %reason, "lost the Redis subscription; reconnecting");
 }
 
-impl ResubscribeBackoff {
-    fn new(cap: Duration) -> Self {
-        Self {
-            base: FIRST_DELAY.min(cap),
-            cap,
-        }
-    }
-
-    /// The next wait; `unit` in [0, 1) picks where within the jitter range.
-    fn next_delay(&mut self, unit: f64) -> Duration {
-        let base = self.base.min(self.cap);
-        self.base = (self.base * 2).min(self.cap);
-        base.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0)).min(self.cap)
+/// Logs a failed attempt to subscribe and waits out the next backoff delay; false when
+/// shutdown came first.
+async fn wait_to_resubscribe(
+    ctx: &SourceCtx,
+    e: &redis::RedisError,
+    backoff: &mut Backoff,
+) -> bool {
+    let wait = backoff.next_delay();
+    tracing::warn!(
+        source = %ctx.cfg.name,
+        redis = %ctx.redis.url.redacted(),
+        error = %e,
+        retry_in_ms = wait.as_millis() as u64,
+        "cannot subscribe"
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        _ = ctx.shutdown.cancelled() => false,
     }
 }
 
-async fn subscribe(url: &RedisUrl, cfg: &SourceConfig) -> redis::RedisResult<redis::aio::PubSub> {
+async fn subscribe(url: &RedisUrl, sub: &PubSubSource) -> redis::RedisResult<redis::aio::PubSub> {
     let client = url.client()?;
     let mut pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
         .await
         .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))??;
-    if !cfg.channels.is_empty() {
-        pubsub.subscribe(&cfg.channels).await?;
+    if !sub.channels.is_empty() {
+        pubsub.subscribe(&sub.channels).await?;
     }
-    if !cfg.patterns.is_empty() {
-        pubsub.psubscribe(&cfg.patterns).await?;
+    if !sub.patterns.is_empty() {
+        pubsub.psubscribe(&sub.patterns).await?;
     }
     Ok(pubsub)
 }
@@ -135,40 +115,32 @@ enum End {
     Lost(String),
 }
 
-async fn forward(
-    pubsub: redis::aio::PubSub,
-    name: &Arc<str>,
-    cfg: &SourceConfig,
-    state: &SourceState,
-    out: &mpsc::Sender<Received>,
-    shutdown: &CancellationToken,
-) -> End {
+/// Forwards every message of `pubsub` to ingest until shutdown or until the connection is
+/// lost (closed, or an idle PING unanswered).
+async fn forward(pubsub: redis::aio::PubSub, name: &Arc<str>, ctx: &SourceCtx, out: &Sink) -> End {
     let (mut sink, mut stream) = pubsub.split();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
-    let received = metrics::counter!(metric::MESSAGES_RECEIVED, "source" => name.to_string());
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return End::Shutdown,
+            _ = ctx.shutdown.cancelled() => return End::Shutdown,
             msg = stream.next() => {
                 let Some(msg) = msg else { return End::Lost("connection closed".into()) };
                 let body = match msg.get_payload::<Vec<u8>>() {
                     Ok(b) => Bytes::from(b),
                     Err(_) => Bytes::copy_from_slice(msg.get_payload_bytes()),
                 };
-                state.received.fetch_add(1, Ordering::Relaxed);
-                received.increment(1);
                 let r = Received {
                     source: name.clone(),
                     channel: msg.get_channel_name().to_string(),
                     body,
                     received_at: SystemTime::now(),
-                    unwrap_envelope: cfg.unwrap_envelope,
+                    unwrap_envelope: ctx.cfg.unwrap_envelope,
                     ack: None,
                 };
-                if out.send(r).await.is_err() {
+                if !out.send(r).await {
                     return End::Shutdown;
                 }
             }
@@ -188,31 +160,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resubscribe_waits_never_exceed_the_cap_whatever_the_jitter() {
-        for cap_ms in [10, 100, 250, 1000, 5000] {
-            let cap = Duration::from_millis(cap_ms);
-            for unit in [0.0, 0.3, 0.5, 0.999, 1.0] {
-                let mut b = ResubscribeBackoff::new(cap);
-                for _ in 0..50 {
-                    let d = b.next_delay(unit);
-                    assert!(d <= cap, "{d:?} > cap {cap:?} (unit {unit})");
-                    assert!(!d.is_zero());
-                }
-            }
-        }
-    }
-
-    #[test]
     fn resubscribe_waits_double_from_100ms_up_to_the_default_one_second_cap() {
-        let mut b = ResubscribeBackoff::new(Duration::from_secs(1));
-        let top: Vec<u64> = (0..6)
-            .map(|_| b.next_delay(1.0).as_millis() as u64)
-            .collect();
+        let cap = crate::config::RawConfig::default()
+            .redis
+            .resubscribe_max_delay
+            .0;
+        let b = Backoff::new(cap);
+        let top: Vec<u128> = (0..6).map(|n| b.base(n).as_millis()).collect();
         assert_eq!(top, vec![100, 200, 400, 800, 1000, 1000]);
-        let mut b = ResubscribeBackoff::new(Duration::from_secs(1));
-        let low: Vec<u64> = (0..6)
-            .map(|_| b.next_delay(0.0).as_millis() as u64)
-            .collect();
-        assert_eq!(low, vec![50, 100, 200, 400, 500, 500]);
+        let mut b = Backoff::new(cap);
+        for _ in 0..20 {
+            assert!(b.next_delay() <= Duration::from_secs(1));
+        }
     }
 }

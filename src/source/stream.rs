@@ -16,14 +16,12 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::{Received, SourceAck, SourceState, connection_lost};
-use crate::config::SourceConfig;
+use super::{Received, Sink, SourceAck, SourceCtx};
+use crate::config::StreamSource;
 use crate::redis::group::claim_dead_consumers;
 use crate::redis::reply::{Fields, parse_read_reply};
-use crate::telemetry::metric;
+use crate::util::backoff::Backoff;
 
 const BODY_FIELDS: &[&str] = &["body", "payload", "data", "message", "json"];
 const CLAIM_EVERY: Duration = Duration::from_secs(1);
@@ -47,132 +45,178 @@ pub fn body_of(mut fields: Fields) -> Vec<u8> {
     serde_json::to_vec(&obj).unwrap_or_default()
 }
 
-/// Runs the stream source until `shutdown`. `reader` is a dedicated connection (XREADGROUP
-/// blocks); `conn` is shared, for claims.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    mut reader: ConnectionManager,
-    mut conn: ConnectionManager,
-    cfg: SourceConfig,
-    consumer: String,
-    replica_prefix: String,
-    state: Arc<SourceState>,
-    out: mpsc::Sender<Received>,
-    shutdown: CancellationToken,
-) {
-    let name: Arc<str> = Arc::from(cfg.name.as_str());
-    let key: Arc<str> = Arc::from(cfg.key.clone().unwrap_or_default().as_str());
-    let group: Arc<str> = Arc::from(
-        cfg.group
-            .clone()
-            .unwrap_or_else(|| "webhook-bridge".into())
-            .as_str(),
-    );
-    let received = metrics::counter!(metric::MESSAGES_RECEIVED, "source" => name.to_string());
-    let make = |id: String, fields: Fields| Received {
-        source: name.clone(),
-        channel: key.to_string(),
-        body: Bytes::from(body_of(fields)),
-        received_at: SystemTime::now(),
-        unwrap_envelope: cfg.unwrap_envelope,
-        ack: Some(SourceAck::Stream {
-            key: key.clone(),
-            group: group.clone(),
-            id,
-        }),
+/// Runs the stream source until shutdown, reading with `reader` (a dedicated connection:
+/// XREADGROUP blocks); the shared `ctx.conn` creates the group and claims.
+pub async fn run(ctx: SourceCtx, reader: ConnectionManager, stream: StreamSource) {
+    let mut r = StreamReader {
+        entry: EntryMaker {
+            name: ctx.name(),
+            key: Arc::from(stream.key.as_str()),
+            group: Arc::from(stream.group.as_str()),
+            unwrap_envelope: ctx.cfg.unwrap_envelope,
+        },
+        replica_prefix: ctx.redis.key("replica:"),
+        sink: ctx.sink(),
+        backoff: Backoff::default(),
+        reader,
+        ctx,
     };
-    let mut backoff = Duration::from_millis(100);
-    let mut group_ready = false;
-    let mut last_claim: Option<tokio::time::Instant> = None;
-    loop {
-        if shutdown.is_cancelled() {
-            break;
+    if r.read().await {
+        tracing::info!(source = %r.entry.name, "source stopped");
+    }
+}
+
+/// One stream source's loop and what it keeps between turns.
+struct StreamReader {
+    ctx: SourceCtx,
+    reader: ConnectionManager,
+    entry: EntryMaker,
+    replica_prefix: String,
+    sink: Sink,
+    backoff: Backoff,
+}
+
+/// Turns stream entries into [`Received`] messages.
+struct EntryMaker {
+    name: Arc<str>,
+    key: Arc<str>,
+    group: Arc<str>,
+    unwrap_envelope: bool,
+}
+
+impl EntryMaker {
+    /// Entry `id` as ingest receives it, to be acknowledged once journaled.
+    fn received(&self, id: String, fields: Fields) -> Received {
+        Received {
+            source: self.name.clone(),
+            channel: self.key.to_string(),
+            body: Bytes::from(body_of(fields)),
+            received_at: SystemTime::now(),
+            unwrap_envelope: self.unwrap_envelope,
+            ack: Some(SourceAck::Stream {
+                key: self.key.clone(),
+                group: self.group.clone(),
+                id,
+            }),
         }
-        if !group_ready {
-            let r: redis::RedisResult<()> = redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&*key)
-                .arg(&*group)
-                .arg("$")
-                .arg("MKSTREAM")
-                .query_async(&mut conn)
-                .await;
-            match r {
-                Ok(()) => group_ready = true,
-                Err(e) if e.code() == Some("BUSYGROUP") => group_ready = true,
+    }
+}
+
+impl StreamReader {
+    /// Reads until shutdown (true) or until ingest is gone (false): the group is created
+    /// first (again after a NOGROUP), and once a second entries of stopped replicas are
+    /// claimed.
+    async fn read(&mut self) -> bool {
+        // Its own handle, so that waiting on it does not hold `self` while a read uses it.
+        let shutdown = self.ctx.shutdown.clone();
+        let mut group_ready = false;
+        let mut last_claim: Option<tokio::time::Instant> = None;
+        loop {
+            if shutdown.is_cancelled() {
+                return true;
+            }
+            if !group_ready {
+                match self.create_group().await {
+                    Ok(()) => group_ready = true,
+                    Err(e) => {
+                        if !self.ctx.connection_lost(&e, &mut self.backoff).await {
+                            return true;
+                        }
+                        continue;
+                    }
+                }
+            }
+            if last_claim.is_none_or(|t| t.elapsed() >= CLAIM_EVERY) {
+                last_claim = Some(tokio::time::Instant::now());
+                self.claim().await;
+            }
+            let entries = tokio::select! {
+                r = self.next_entries() => r,
+                _ = shutdown.cancelled() => return true,
+            };
+            let entries = match entries {
+                Ok(v) => parse_read_reply(v),
                 Err(e) => {
-                    connection_lost(&state, &name, &e, &mut backoff, &shutdown).await;
+                    if e.code() == Some("NOGROUP") {
+                        group_ready = false;
+                    }
+                    if !self.ctx.connection_lost(&e, &mut self.backoff).await {
+                        return true;
+                    }
                     continue;
+                }
+            };
+            if !self.ctx.state.connected.swap(true, Ordering::Relaxed) {
+                let e = &self.entry;
+                tracing::info!(source = %e.name, stream = %e.key, group = %e.group, "reading stream");
+            }
+            self.backoff.reset();
+            for (id, fields) in entries {
+                let Some(fields) = fields else { continue };
+                if !self.sink.send(self.entry.received(id, fields)).await {
+                    return false;
                 }
             }
         }
-        if last_claim.is_none_or(|t| t.elapsed() >= CLAIM_EVERY) {
-            last_claim = Some(tokio::time::Instant::now());
-            let tx = out.clone();
-            let claimed = claim_dead_consumers(
-                &mut conn,
-                &key,
-                &group,
-                &consumer,
-                &replica_prefix,
-                |id, fields| {
-                    let tx = tx.clone();
-                    let r = fields.map(|f| make(id, f));
-                    if r.is_some() {
-                        state.received.fetch_add(1, Ordering::Relaxed);
-                        received.increment(1);
-                    }
-                    async move {
-                        match r {
-                            Some(r) => tx.send(r).await.is_ok(),
-                            None => true,
-                        }
-                    }
-                },
-            )
+    }
+
+    /// `XGROUP CREATE … $ MKSTREAM`: the group starts at the stream's end, so history from
+    /// before the bridge is not replayed. A group that exists already is fine.
+    async fn create_group(&mut self) -> redis::RedisResult<()> {
+        let r: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&*self.entry.key)
+            .arg(&*self.entry.group)
+            .arg("$")
+            .arg("MKSTREAM")
+            .query_async(&mut self.ctx.conn)
             .await;
-            if let Err(e) = claimed {
-                tracing::debug!(source = %name, error = %e, "claiming failed; will try again");
-            }
+        match r {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            r => r,
         }
+    }
+
+    /// Claims the entries stopped replicas had read but not acknowledged and hands them to
+    /// ingest. A failure is tried again on the next round.
+    async fn claim(&mut self) {
+        let (entry, sink) = (&self.entry, &self.sink);
+        let claimed = claim_dead_consumers(
+            &mut self.ctx.conn,
+            &entry.key,
+            &entry.group,
+            &self.ctx.consumer,
+            &self.replica_prefix,
+            |id, fields| {
+                let r = fields.map(|f| entry.received(id, f));
+                async move {
+                    match r {
+                        Some(r) => sink.send(r).await,
+                        None => true,
+                    }
+                }
+            },
+        )
+        .await;
+        if let Err(e) = claimed {
+            tracing::debug!(source = %entry.name, error = %e, "claiming failed; will try again");
+        }
+    }
+
+    /// Up to 256 new entries for this consumer, waiting up to a second for the first.
+    async fn next_entries(&mut self) -> redis::RedisResult<redis::Value> {
         let mut xread = redis::cmd("XREADGROUP");
         xread
             .arg("GROUP")
-            .arg(&*group)
-            .arg(&consumer)
+            .arg(&*self.entry.group)
+            .arg(&self.ctx.consumer)
             .arg("COUNT")
             .arg(256)
             .arg("BLOCK")
             .arg(1000)
             .arg("STREAMS")
-            .arg(&*key)
+            .arg(&*self.entry.key)
             .arg(">");
-        let read: redis::RedisResult<redis::Value> = tokio::select! {
-            r = xread.query_async(&mut reader) => r,
-            _ = shutdown.cancelled() => break,
-        };
-        let entries = match read {
-            Ok(v) => parse_read_reply(v),
-            Err(e) => {
-                if e.code() == Some("NOGROUP") {
-                    group_ready = false;
-                }
-                connection_lost(&state, &name, &e, &mut backoff, &shutdown).await;
-                continue;
-            }
-        };
-        if !state.connected.swap(true, Ordering::Relaxed) {
-            tracing::info!(source = %name, stream = %key, group = %group, "reading stream");
-        }
-        backoff = Duration::from_millis(100);
-        for (id, fields) in entries {
-            let Some(fields) = fields else { continue };
-            state.received.fetch_add(1, Ordering::Relaxed);
-            received.increment(1);
-            if out.send(make(id, fields)).await.is_err() {
-                return;
-            }
-        }
+        xread.query_async(&mut self.reader).await
     }
-    tracing::info!(source = %name, "source stopped");
 }
