@@ -117,7 +117,10 @@ mod tests {
             for unit in [0.0, 0.3, 0.999_999, 1.0, 7.0, -1.0] {
                 let mut b = Backoff::new(cap);
                 for _ in 0..40 {
-                    assert!(b.next_delay_with(unit) <= cap, "cap {cap_ms} ms, unit {unit}");
+                    assert!(
+                        b.next_delay_with(unit) <= cap,
+                        "cap {cap_ms} ms, unit {unit}"
+                    );
                 }
             }
         }
