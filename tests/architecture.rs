@@ -34,7 +34,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("redis", 2),
     ("telemetry", 2),
     // The pipeline, in order.
-    ("control", 3),
+    // The cluster-wide pause flag: read by the delivery workers, set by the commands.
+    ("pause", 3),
     ("source", 4),
     ("ingest", 5),
     ("queue", 6),
@@ -42,6 +43,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("dlq", 8),
     // Serving and commands on top.
     ("admin", 9),
+    // The migration's inventory, parity check and legacy-subscriber watch.
+    ("migrate", 9),
     ("bridge", 10),
     ("cli", 11),
     ("commands", 12),

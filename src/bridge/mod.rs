@@ -17,9 +17,9 @@ pub use endpoints::{
 
 use crate::admin::{self, Status};
 use crate::config::{Config, Durability, LoadOptions, SourceKind};
-use crate::control;
 use crate::dlq::Dlq;
 use crate::ingest::{Ingest, IngestSettings};
+use crate::pause;
 use crate::queue::redis as redis_queue;
 use crate::redis::{consumer_name, redis_manager, redis_reader};
 use crate::shutdown::Shutdown;
@@ -85,7 +85,7 @@ pub async fn run(
     let initially_paused = matches!(
         tokio::time::timeout(
             Duration::from_secs(3),
-            control::paused(&mut pause_conn, &cfg.redis.key_prefix)
+            pause::paused(&mut pause_conn, &cfg.redis.key_prefix)
         )
         .await,
         Ok(Ok(Some(_)))
@@ -95,14 +95,14 @@ pub async fn run(
         tracing::warn!("deliveries are paused (run `resume` to start them)");
     }
     let (pause_tx, pause_rx) = watch::channel(initially_paused);
-    tokio::spawn(control::watch_pause(
+    tokio::spawn(pause::watch_pause(
         conn.clone(),
         cfg.redis.key_prefix.clone(),
         paused_flag.clone(),
         pause_tx,
         shutdown.token.clone(),
     ));
-    tokio::spawn(control::watch_legacy_subscribers(
+    tokio::spawn(crate::migrate::watch_legacy_subscribers(
         conn.clone(),
         Arc::new(cfg.clone()),
         cfg.migration.legacy_check_interval.0,

@@ -6,7 +6,7 @@ use redis::aio::ConnectionManager;
 use serde::Serialize;
 
 use crate::config::{Config, SourceKind};
-use crate::control::{self, PauseInfo};
+use crate::pause::{self, PauseInfo};
 use crate::queue::QueueCounts;
 use crate::queue::redis::queue_counts;
 use crate::redis::redis_manager;
@@ -14,7 +14,7 @@ use crate::redis::redis_manager;
 /// `pause [--reason]`.
 pub async fn pause(cfg: &Config, reason: Option<String>) -> anyhow::Result<i32> {
     let mut conn = connect(cfg)?;
-    let info = control::pause(&mut conn, &cfg.redis.key_prefix, reason)
+    let info = pause::pause(&mut conn, &cfg.redis.key_prefix, reason)
         .await
         .with_context(|| format!("cannot pause: Redis at {}", cfg.redis.url.redacted()))?;
     println!(
@@ -27,7 +27,7 @@ pub async fn pause(cfg: &Config, reason: Option<String>) -> anyhow::Result<i32> 
 /// `resume`.
 pub async fn resume(cfg: &Config) -> anyhow::Result<i32> {
     let mut conn = connect(cfg)?;
-    let was_paused = control::resume(&mut conn, &cfg.redis.key_prefix)
+    let was_paused = pause::resume(&mut conn, &cfg.redis.key_prefix)
         .await
         .with_context(|| format!("cannot resume: Redis at {}", cfg.redis.url.redacted()))?;
     if was_paused {
@@ -99,7 +99,7 @@ pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<i32> {
 async fn cluster_status(cfg: &Config) -> anyhow::Result<ClusterStatus> {
     let mut conn = connect(cfg)?;
     let prefix = &cfg.redis.key_prefix;
-    let paused = control::paused(&mut conn, prefix).await?;
+    let paused = pause::paused(&mut conn, prefix).await?;
     let replica_prefix = cfg.redis.key("replica:");
     let mut replicas: Vec<String> = scan(&mut conn, &format!("{replica_prefix}*"))
         .await?
