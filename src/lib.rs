@@ -45,7 +45,7 @@
 //! - [`cli`]: the clap definitions that `main.rs` parses.
 
 pub mod admin;
-pub mod bridge;
+pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;

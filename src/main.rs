@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use redis_webhook_bridge::cli::{Cli, Command, ConfigArgs, LogArgs, MigrateCommand};
 use redis_webhook_bridge::config::{Config, ConfigError, LoadOptions, LogConfig, LogFormat};
-use redis_webhook_bridge::{bridge, commands, exit, shutdown, telemetry};
+use redis_webhook_bridge::{app, commands, exit, shutdown, telemetry};
 
 /// jemalloc: glibc malloc/free were about a fifth of the bridge's CPU under load; jemalloc
 /// cut CPU per message by 20–30 % with the same RSS (docs/PERFORMANCE.md).
@@ -162,13 +162,13 @@ async fn run(
     let metrics = telemetry::init_metrics()?;
     let shutdown = shutdown::Shutdown::new();
     shutdown.on_signals();
-    let opts = bridge::RunOptions {
+    let opts = app::RunOptions {
         dual: args.dual,
         metrics_emf: args.metrics_emf,
         metrics_emf_interval: args.metrics_emf_interval,
         load,
     };
-    let result = bridge::run(cfg, opts, metrics, shutdown).await;
+    let result = app::run(cfg, opts, metrics, shutdown).await;
     telemetry::otel::shutdown();
     result?;
     Ok(exit::OK)

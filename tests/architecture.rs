@@ -45,7 +45,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("admin", 9),
     // The migration's inventory, parity check and legacy-subscriber watch.
     ("migrate", 9),
-    ("bridge", 10),
+    ("app", 10),
     ("cli", 11),
     ("commands", 12),
 ];

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::bridge::{QueueMode, build_endpoints};
+use crate::app::{QueueMode, build_endpoints};
 use crate::cli::DlqCommand;
 use crate::config::Config;
 use crate::dlq::{DeadLetter, Dlq, Stage};
