@@ -1,7 +1,7 @@
-//! The `run` command: [`start`](start::start) wires sources → ingest → per-endpoint queues
-//! → delivery workers and serves the admin endpoints, [`serve`](serve::serve_reloads)
-//! applies config reloads until SIGTERM/SIGINT, and [`stop`](stop::stop) shuts down in
-//! order. The live endpoint set that a reload updates is in [`endpoints`].
+//! The `run` command, in four steps of its own file each: `start` wires sources → ingest →
+//! per-endpoint queues → delivery workers and serves the admin endpoints, `serve` applies
+//! config reloads until SIGTERM/SIGINT, `reload` is one such reload, and `stop` shuts down
+//! in order. The live endpoint set that a reload updates is [`EndpointSet`].
 
 use std::time::Duration;
 
