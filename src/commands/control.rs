@@ -5,7 +5,7 @@ use anyhow::Context;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::config::{Config, SourceKind};
+use crate::config::{Config, SourceConfig, SourceKind};
 use crate::pause::{self, PauseInfo};
 use crate::queue::QueueCounts;
 use crate::queue::redis::queue_counts;
@@ -127,41 +127,7 @@ async fn cluster_status(cfg: &Config) -> anyhow::Result<ClusterStatus> {
 
     let mut sources = Vec::new();
     for s in &cfg.sources {
-        let mut st = SourceStatus {
-            name: s.name.clone(),
-            kind: s.kind,
-            channels: Vec::new(),
-            patterns: Vec::new(),
-            key: None,
-            length: None,
-        };
-        match s.kind {
-            SourceKind::Pubsub => {
-                for ch in &s.channels {
-                    let r: Vec<(String, u64)> = redis::cmd("PUBSUB")
-                        .arg("NUMSUB")
-                        .arg(ch)
-                        .query_async(&mut conn)
-                        .await?;
-                    st.channels.push(ChannelStatus {
-                        channel: ch.clone(),
-                        subscribers: r.first().map(|x| x.1).unwrap_or(0),
-                    });
-                }
-                st.patterns = s.patterns.clone();
-            }
-            SourceKind::List | SourceKind::Stream => {
-                let key = s.key.clone().unwrap_or_default();
-                let cmd = if s.kind == SourceKind::List {
-                    "LLEN"
-                } else {
-                    "XLEN"
-                };
-                st.length = Some(redis::cmd(cmd).arg(&key).query_async(&mut conn).await?);
-                st.key = Some(key);
-            }
-        }
-        sources.push(st);
+        sources.push(source_status(&mut conn, s).await?);
     }
 
     Ok(ClusterStatus {
@@ -173,6 +139,49 @@ async fn cluster_status(cfg: &Config) -> anyhow::Result<ClusterStatus> {
         endpoints,
         dlq_entries,
     })
+}
+
+/// A source as `status` shows it: a pub/sub source's channels with their subscribers, a
+/// list's or stream's length.
+async fn source_status(
+    conn: &mut ConnectionManager,
+    s: &SourceConfig,
+) -> redis::RedisResult<SourceStatus> {
+    let mut st = SourceStatus {
+        name: s.name.clone(),
+        kind: s.kind,
+        channels: Vec::new(),
+        patterns: Vec::new(),
+        key: None,
+        length: None,
+    };
+    match s.kind {
+        SourceKind::Pubsub => {
+            for ch in &s.channels {
+                let r: Vec<(String, u64)> = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(ch)
+                    .query_async(conn)
+                    .await?;
+                st.channels.push(ChannelStatus {
+                    channel: ch.clone(),
+                    subscribers: r.first().map(|x| x.1).unwrap_or(0),
+                });
+            }
+            st.patterns = s.patterns.clone();
+        }
+        SourceKind::List | SourceKind::Stream => {
+            let key = s.key.clone().unwrap_or_default();
+            let cmd = if s.kind == SourceKind::List {
+                "LLEN"
+            } else {
+                "XLEN"
+            };
+            st.length = Some(redis::cmd(cmd).arg(&key).query_async(conn).await?);
+            st.key = Some(key);
+        }
+    }
+    Ok(st)
 }
 
 /// Prints `status` as text or JSON.
