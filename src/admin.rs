@@ -21,13 +21,13 @@ use serde::Serialize;
 use subtle::ConstantTimeEq as _;
 
 use crate::config::Secret;
-use crate::control::PauseInfo;
 use crate::endpoint_state::{EndpointSnapshot, EndpointState};
+use crate::pause::PauseInfo;
 use crate::source::SourceState;
 
 /// Everything the admin endpoints report on.
 pub struct Status {
-    /// Deliveries paused cluster-wide (kept current by `control::watch_pause`).
+    /// Deliveries paused cluster-wide (kept current by `pause::watch_pause`).
     pub paused: Arc<AtomicBool>,
     /// `redis.key_prefix`, to read who paused and why.
     pub key_prefix: String,
@@ -159,7 +159,7 @@ async fn status_json(State(s): State<Arc<Status>>) -> Response {
         let mut conn = s.redis.clone();
         let info = tokio::time::timeout(
             std::time::Duration::from_secs(2),
-            crate::control::paused(&mut conn, &s.key_prefix),
+            crate::pause::paused(&mut conn, &s.key_prefix),
         )
         .await;
         Some(match info {

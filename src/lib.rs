@@ -45,11 +45,10 @@
 //! - [`cli`]: the clap definitions that `main.rs` parses.
 
 pub mod admin;
-pub mod bridge;
+pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod control;
 pub mod delivery;
 pub mod dlq;
 pub mod endpoint_state;
@@ -58,6 +57,8 @@ pub mod http_server;
 pub mod ingest;
 pub mod key_render;
 pub mod message;
+pub mod migrate;
+pub mod pause;
 pub mod queue;
 pub mod redis;
 pub mod shutdown;

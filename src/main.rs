@@ -4,9 +4,11 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use redis_webhook_bridge::cli::{Cli, Command, ConfigArgs, LogArgs, MigrateCommand};
+use redis_webhook_bridge::cli::{
+    BeforeCommandArgs, Cli, Command, ConfigArgs, LogArgs, MigrateCommand, RunArgs,
+};
 use redis_webhook_bridge::config::{Config, ConfigError, LoadOptions, LogConfig, LogFormat};
-use redis_webhook_bridge::{bridge, commands, exit, shutdown, telemetry};
+use redis_webhook_bridge::{app, commands, exit, shutdown, telemetry};
 
 /// jemalloc: glibc malloc/free were about a fifth of the bridge's CPU under load; jemalloc
 /// cut CPU per message by 20–30 % with the same RSS (docs/PERFORMANCE.md).
@@ -45,36 +47,29 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> i32 {
+    match execute(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(ce) = e.downcast_ref::<ConfigError>() {
+                eprintln!("configuration error: {ce}");
+                exit::CONFIG
+            } else {
+                eprintln!("error: {e:#}");
+                exit::RUNTIME
+            }
+        }
+    }
+}
+
+/// Runs the command; its exit code, or the error that ends it.
+async fn execute(cli: Cli) -> anyhow::Result<i32> {
     let before = cli.before;
-    // A flag after the command wins over the same flag before it.
-    let opts = |config: &ConfigArgs, log: Option<&LogArgs>| LoadOptions {
-        file: config.config.clone().or_else(|| before.config.clone()),
-        redis_url: config
-            .redis_url
-            .clone()
-            .or_else(|| before.redis_url.clone()),
-        log_level: log
-            .and_then(|l| l.log_level.clone())
-            .or_else(|| before.log_level.clone()),
-        log_format: log
-            .and_then(|l| l.log_format.clone())
-            .or_else(|| before.log_format.clone()),
-        admin_listen: None,
-    };
-    let result = match cli.command {
+    let opts = |config: &ConfigArgs, log: Option<&LogArgs>| load_options(&before, config, log);
+    match cli.command {
         Command::Run(args) => {
             let mut opts = opts(&args.config, Some(&args.log));
             opts.admin_listen = args.admin_listen;
-            match Config::load(&opts) {
-                Ok(cfg) => match cfg.check_endpoint_networks().await {
-                    Ok(()) => {
-                        telemetry::init_logging(&cfg.log);
-                        run(cfg, args, opts.clone()).await
-                    }
-                    Err(e) => Err(e.into()),
-                },
-                Err(e) => Err(e.into()),
-            }
+            run(args, opts).await
         }
         Command::CheckConfig {
             config,
@@ -102,36 +97,8 @@ async fn dispatch(cli: Cli) -> i32 {
             })
             .await
         }
-        Command::Migrate {
-            config,
-            command: MigrateCommand::Plan { output },
-        } => {
-            with_config(&opts(&config, None), |cfg| async move {
-                commands::migrate::plan(&cfg, output.format()).await
-            })
-            .await
-        }
-        Command::Migrate {
-            config,
-            command:
-                MigrateCommand::Validate {
-                    duration,
-                    grace,
-                    output,
-                    allow_dead_lettered,
-                },
-        } => {
-            with_config(&opts(&config, None), |cfg| async move {
-                commands::migrate::validate(
-                    &cfg,
-                    duration,
-                    grace,
-                    output.format(),
-                    allow_dead_lettered,
-                )
-                .await
-            })
-            .await
+        Command::Migrate { config, command } => {
+            with_config(&opts(&config, None), |cfg| migrate(cfg, command)).await
         }
         Command::Receive(args) => {
             quiet_logging();
@@ -139,36 +106,63 @@ async fn dispatch(cli: Cli) -> i32 {
         }
         Command::Sign(args) => commands::sign::run(args).await,
         Command::Verify(args) => commands::verify::run(args).await,
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            if let Some(ce) = e.downcast_ref::<ConfigError>() {
-                eprintln!("configuration error: {ce}");
-                exit::CONFIG
-            } else {
-                eprintln!("error: {e:#}");
-                exit::RUNTIME
-            }
+    }
+}
+
+/// How to load the config: a flag after the command wins over the same flag before it.
+fn load_options(
+    before: &BeforeCommandArgs,
+    config: &ConfigArgs,
+    log: Option<&LogArgs>,
+) -> LoadOptions {
+    LoadOptions {
+        file: config.config.clone().or_else(|| before.config.clone()),
+        redis_url: config
+            .redis_url
+            .clone()
+            .or_else(|| before.redis_url.clone()),
+        log_level: log
+            .and_then(|l| l.log_level.clone())
+            .or_else(|| before.log_level.clone()),
+        log_format: log
+            .and_then(|l| l.log_format.clone())
+            .or_else(|| before.log_format.clone()),
+        admin_listen: None,
+    }
+}
+
+/// `migrate plan` and `migrate validate`.
+async fn migrate(cfg: Config, command: MigrateCommand) -> anyhow::Result<i32> {
+    match command {
+        MigrateCommand::Plan { output } => commands::migrate::plan(&cfg, output.format()).await,
+        MigrateCommand::Validate {
+            duration,
+            grace,
+            output,
+            allow_dead_lettered,
+        } => {
+            commands::migrate::validate(&cfg, duration, grace, output.format(), allow_dead_lettered)
+                .await
         }
     }
 }
 
-async fn run(
-    cfg: Config,
-    args: redis_webhook_bridge::cli::RunArgs,
-    load: LoadOptions,
-) -> anyhow::Result<i32> {
+/// `run`: loads and checks the config, starts logging and metrics, and runs the bridge
+/// until SIGTERM/SIGINT.
+async fn run(args: RunArgs, load: LoadOptions) -> anyhow::Result<i32> {
+    let cfg = Config::load(&load)?;
+    cfg.check_endpoint_networks().await?;
+    telemetry::init_logging(&cfg.log);
     let metrics = telemetry::init_metrics()?;
     let shutdown = shutdown::Shutdown::new();
     shutdown.on_signals();
-    let opts = bridge::RunOptions {
+    let opts = app::RunOptions {
         dual: args.dual,
         metrics_emf: args.metrics_emf,
         metrics_emf_interval: args.metrics_emf_interval,
         load,
     };
-    let result = bridge::run(cfg, opts, metrics, shutdown).await;
+    let result = app::run(cfg, opts, metrics, shutdown).await;
     telemetry::otel::shutdown();
     result?;
     Ok(exit::OK)

@@ -280,7 +280,11 @@ fn an_http_endpoint_error_says_which_file_it_is_in() {
     assert_rejected(
         &toml,
         &[],
-        &["endpoints[0].url", "(in file ", "config.toml, line 4, column 7)"],
+        &[
+            "endpoints[0].url",
+            "(in file ",
+            "config.toml, line 4, column 7)",
+        ],
     );
 }
 

@@ -178,10 +178,7 @@ fn pause_help_and_the_readme_agree_on_how_fast_replicas_see_a_pause() {
         .nth(1)
         .and_then(|s| s.split("\n### ").next())
         .expect("README has a Pausing section");
-    let interval = format!(
-        "{} ms",
-        redis_webhook_bridge::control::POLL_EVERY.as_millis()
-    );
+    let interval = format!("{} ms", redis_webhook_bridge::pause::POLL_EVERY.as_millis());
     assert!(
         text.contains(&interval),
         "pause --help says {interval}:\n{text}"

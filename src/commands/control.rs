@@ -5,16 +5,16 @@ use anyhow::Context;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 
-use crate::config::{Config, ListSource, SourceKind, SourceSpec, StreamSource};
-use crate::control::{self, PauseInfo};
+use crate::config::{Config, ListSource, SourceConfig, SourceKind, SourceSpec, StreamSource};
 use crate::endpoint_state::QueueCounts;
+use crate::pause::{self, PauseInfo};
 use crate::queue::redis::counts::queue_counts;
 use crate::redis::redis_manager;
 
 /// `pause [--reason]`.
 pub async fn pause(cfg: &Config, reason: Option<String>) -> anyhow::Result<i32> {
     let mut conn = connect(cfg)?;
-    let info = control::pause(&mut conn, &cfg.redis.key_prefix, reason)
+    let info = pause::pause(&mut conn, &cfg.redis.key_prefix, reason)
         .await
         .with_context(|| format!("cannot pause: Redis at {}", cfg.redis.url.redacted()))?;
     println!(
@@ -27,7 +27,7 @@ pub async fn pause(cfg: &Config, reason: Option<String>) -> anyhow::Result<i32> 
 /// `resume`.
 pub async fn resume(cfg: &Config) -> anyhow::Result<i32> {
     let mut conn = connect(cfg)?;
-    let was_paused = control::resume(&mut conn, &cfg.redis.key_prefix)
+    let was_paused = pause::resume(&mut conn, &cfg.redis.key_prefix)
         .await
         .with_context(|| format!("cannot resume: Redis at {}", cfg.redis.url.redacted()))?;
     if was_paused {
@@ -99,7 +99,7 @@ pub async fn status(cfg: &Config, json: bool) -> anyhow::Result<i32> {
 async fn cluster_status(cfg: &Config) -> anyhow::Result<ClusterStatus> {
     let mut conn = connect(cfg)?;
     let prefix = &cfg.redis.key_prefix;
-    let paused = control::paused(&mut conn, prefix).await?;
+    let paused = pause::paused(&mut conn, prefix).await?;
     let replica_prefix = cfg.redis.key("replica:");
     let mut replicas: Vec<String> = scan(&mut conn, &format!("{replica_prefix}*"))
         .await?
@@ -127,40 +127,7 @@ async fn cluster_status(cfg: &Config) -> anyhow::Result<ClusterStatus> {
 
     let mut sources = Vec::new();
     for s in &cfg.sources {
-        let mut st = SourceStatus {
-            name: s.name.clone(),
-            kind: s.kind(),
-            channels: Vec::new(),
-            patterns: Vec::new(),
-            key: None,
-            length: None,
-        };
-        match &s.spec {
-            SourceSpec::PubSub(p) => {
-                for ch in &p.channels {
-                    let r: Vec<(String, u64)> = redis::cmd("PUBSUB")
-                        .arg("NUMSUB")
-                        .arg(ch)
-                        .query_async(&mut conn)
-                        .await?;
-                    st.channels.push(ChannelStatus {
-                        channel: ch.clone(),
-                        subscribers: r.first().map(|x| x.1).unwrap_or(0),
-                    });
-                }
-                st.patterns = p.patterns.clone();
-            }
-            SourceSpec::List(ListSource { key }) | SourceSpec::Stream(StreamSource { key, .. }) => {
-                let cmd = if s.kind() == SourceKind::List {
-                    "LLEN"
-                } else {
-                    "XLEN"
-                };
-                st.length = Some(redis::cmd(cmd).arg(key).query_async(&mut conn).await?);
-                st.key = Some(key.clone());
-            }
-        }
-        sources.push(st);
+        sources.push(source_status(&mut conn, s).await?);
     }
 
     Ok(ClusterStatus {
@@ -172,6 +139,48 @@ async fn cluster_status(cfg: &Config) -> anyhow::Result<ClusterStatus> {
         endpoints,
         dlq_entries,
     })
+}
+
+/// A source as `status` shows it: a pub/sub source's channels with their subscribers, a
+/// list's or stream's length.
+async fn source_status(
+    conn: &mut ConnectionManager,
+    s: &SourceConfig,
+) -> redis::RedisResult<SourceStatus> {
+    let mut st = SourceStatus {
+        name: s.name.clone(),
+        kind: s.kind(),
+        channels: Vec::new(),
+        patterns: Vec::new(),
+        key: None,
+        length: None,
+    };
+    match &s.spec {
+        SourceSpec::PubSub(p) => {
+            for ch in &p.channels {
+                let r: Vec<(String, u64)> = redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(ch)
+                    .query_async(conn)
+                    .await?;
+                st.channels.push(ChannelStatus {
+                    channel: ch.clone(),
+                    subscribers: r.first().map(|x| x.1).unwrap_or(0),
+                });
+            }
+            st.patterns = p.patterns.clone();
+        }
+        SourceSpec::List(ListSource { key }) | SourceSpec::Stream(StreamSource { key, .. }) => {
+            let cmd = if s.kind() == SourceKind::List {
+                "LLEN"
+            } else {
+                "XLEN"
+            };
+            st.length = Some(redis::cmd(cmd).arg(key).query_async(conn).await?);
+            st.key = Some(key.clone());
+        }
+    }
+    Ok(st)
 }
 
 /// Prints `status` as text or JSON.

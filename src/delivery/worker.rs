@@ -182,7 +182,7 @@ impl Worker {
     ) {
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency));
         loop {
-            if !crate::control::wait_unpaused(&mut paused, &shutdown).await {
+            if !crate::pause::wait_unpaused(&mut paused, &shutdown).await {
                 break;
             }
             let permit = tokio::select! {
@@ -198,7 +198,7 @@ impl Worker {
                 _ = shutdown.cancelled() => { self.queue.release(job); break }
             };
             // A pause that came while this job waited for the circuit holds it here.
-            if !crate::control::wait_unpaused(&mut paused, &shutdown).await {
+            if !crate::pause::wait_unpaused(&mut paused, &shutdown).await {
                 self.queue.release(job);
                 break;
             }

@@ -38,26 +38,71 @@ where
         if alive {
             continue;
         }
+        let dead = Consumer {
+            stream,
+            group,
+            name: &consumer,
+        };
+        let Some(claimed) = dead.claim_all(conn, me, &take).await? else {
+            return Ok(());
+        };
+        if claimed > 0 {
+            tracing::warn!(stream = %stream, dead_replica = %consumer, entries = claimed, "claimed the unfinished work of a replica that stopped");
+        }
+        dead.delete_if_done(conn).await?;
+    }
+    Ok(())
+}
+
+/// A consumer of a group, named for the commands about it.
+struct Consumer<'a> {
+    stream: &'a str,
+    group: &'a str,
+    name: &'a str,
+}
+
+impl Consumer<'_> {
+    /// Up to `count` ids of the entries pending for this consumer.
+    async fn pending(
+        &self,
+        conn: &mut ConnectionManager,
+        count: usize,
+    ) -> redis::RedisResult<Vec<String>> {
+        let pending: Value = redis::cmd("XPENDING")
+            .arg(self.stream)
+            .arg(self.group)
+            .arg("-")
+            .arg("+")
+            .arg(count)
+            .arg(self.name)
+            .query_async(conn)
+            .await?;
+        Ok(pending_ids(&pending))
+    }
+
+    /// Claims this consumer's pending entries for `me`, 100 at a time, handing each to
+    /// `take`. The number claimed, or `None` when `take` asked to stop.
+    async fn claim_all<F, Fut>(
+        &self,
+        conn: &mut ConnectionManager,
+        me: &str,
+        take: &F,
+    ) -> redis::RedisResult<Option<usize>>
+    where
+        F: Fn(String, Option<Fields>) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let mut claimed = 0usize;
         loop {
-            let pending: Value = redis::cmd("XPENDING")
-                .arg(stream)
-                .arg(group)
-                .arg("-")
-                .arg("+")
-                .arg(100)
-                .arg(&consumer)
-                .query_async(conn)
-                .await?;
-            let ids = pending_ids(&pending);
+            let ids = self.pending(conn, 100).await?;
             if ids.is_empty() {
-                break;
+                return Ok(Some(claimed));
             }
             // min-idle 1000 ms: if another replica claimed these a moment ago, this XCLAIM
             // takes nothing, so no entry is claimed twice.
             let reply: Value = redis::cmd("XCLAIM")
-                .arg(stream)
-                .arg(group)
+                .arg(self.stream)
+                .arg(self.group)
                 .arg(me)
                 .arg(1000)
                 .arg(&ids)
@@ -65,39 +110,31 @@ where
                 .await?;
             let entries = parse_entries(reply);
             if entries.is_empty() {
-                break;
+                return Ok(Some(claimed));
             }
             for (id, fields) in entries {
                 claimed += 1;
                 if !take(id, fields).await {
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
-        if claimed > 0 {
-            tracing::warn!(stream = %stream, dead_replica = %consumer, entries = claimed, "claimed the unfinished work of a replica that stopped");
-        }
-        // DELCONSUMER drops the consumer's pending entries with it, so only a consumer with
-        // nothing left pending goes. (Entries it read less than the XCLAIM idle minimum ago
-        // were not taken above; the next round takes them.)
-        let left: Value = redis::cmd("XPENDING")
-            .arg(stream)
-            .arg(group)
-            .arg("-")
-            .arg("+")
-            .arg(1)
-            .arg(&consumer)
-            .query_async(conn)
-            .await?;
-        if pending_ids(&left).is_empty() {
+    }
+
+    /// Removes the consumer once nothing is pending for it. DELCONSUMER drops the
+    /// consumer's pending entries with it, so only a consumer with nothing left pending goes.
+    /// (Entries it read less than the XCLAIM idle minimum ago were not claimed; the next
+    /// round takes them.) A failed DELCONSUMER is left for the next round too.
+    async fn delete_if_done(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
+        if self.pending(conn, 1).await?.is_empty() {
             let _: redis::RedisResult<i64> = redis::cmd("XGROUP")
                 .arg("DELCONSUMER")
-                .arg(stream)
-                .arg(group)
-                .arg(&consumer)
+                .arg(self.stream)
+                .arg(self.group)
+                .arg(self.name)
                 .query_async(conn)
                 .await;
         }
+        Ok(())
     }
-    Ok(())
 }

@@ -6,10 +6,10 @@
 //! with `IDLE` and `SCAN … TYPE` (6.2 and 6.0). On an older server these fail only when
 //! first used, deep in a source or a queue; checking `INFO server` at start says so at once.
 
-use std::time::Duration;
-
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
+
+use crate::util::backoff::Backoff;
 
 /// The oldest supported Redis version.
 pub const MIN_REDIS_VERSION: Version = Version(6, 2, 0);
@@ -73,7 +73,7 @@ pub async fn require_supported(
     conn: &mut ConnectionManager,
     shutdown: &CancellationToken,
 ) -> Result<(), VersionError> {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::default();
     loop {
         let reply: redis::RedisResult<String> =
             redis::cmd("INFO").arg("server").query_async(conn).await;
@@ -89,17 +89,18 @@ pub async fn require_supported(
                     || e.is_connection_dropped()
                     || e.is_connection_refusal() =>
             {
+                // The wait is drawn first so that the line can say how long it is.
+                let delay = backoff.next_delay();
                 // The same cause (refused, TLS, timeout) as the sources will log once they run.
                 tracing::warn!(
                     error = %e,
-                    retry_in_ms = backoff.as_millis() as u64,
+                    retry_in_ms = delay.as_millis() as u64,
                     "cannot reach Redis to check its version; retrying"
                 );
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.cancelled() => return Ok(()),
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the Redis server's version (INFO server); assuming it is {MIN_REDIS_VERSION} or newer");

@@ -26,6 +26,7 @@ use crate::queue::gauges::CountedQueue;
 use crate::queue::memory::{DEFAULT_CAPACITY, MemoryQueue};
 use crate::queue::redis::{QueueKeys, RedisQueue};
 use crate::shutdown::Shutdown;
+use crate::util::backoff::Backoff;
 
 /// An endpoint's route, holding its queue.
 type Route = crate::ingest::Route<Queue>;
@@ -33,7 +34,7 @@ type Route = crate::ingest::Route<Queue>;
 /// Where endpoint queues live.
 #[derive(Clone)]
 pub enum QueueMode {
-    /// In process memory (also what `dlq replay` uses for its own, local delivery).
+    /// In process memory.
     Memory,
     /// Redis streams read as this replica's consumer.
     Redis {
@@ -95,18 +96,6 @@ pub fn build_endpoint(
         },
         worker: Arc::new(worker),
     })
-}
-
-/// Builds the runtime of every endpoint in `cfg` (used by `dlq replay`).
-pub fn build_endpoints(
-    cfg: &Config,
-    dlq: &Dlq,
-    mode: &QueueMode,
-) -> anyhow::Result<Vec<EndpointRuntime>> {
-    cfg.endpoints
-        .iter()
-        .map(|ep| build_endpoint(ep, &cfg.redis.key_prefix, &cfg.security, dlq, mode, None))
-        .collect()
 }
 
 struct Live {
@@ -202,14 +191,12 @@ impl EndpointSet {
     /// until shutdown).
     async fn prepare_queue(&self, rt: &EndpointRuntime) -> anyhow::Result<()> {
         if let Queue::Redis(q) = &rt.route.queue {
-            let mut wait = Duration::from_millis(100);
+            let mut backoff = Backoff::default();
             while let Err(err) = q.ensure_group().await {
                 tracing::warn!(stream = %q.stream(), redis = %crate::redis::redis_address(), error = %err, "cannot create the consumer group; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = self.ctx.shutdown.token.cancelled() => anyhow::bail!("shutdown while waiting for Redis"),
+                if !backoff.wait(&self.ctx.shutdown.token).await {
+                    anyhow::bail!("shutdown while waiting for Redis");
                 }
-                wait = (wait * 2).min(Duration::from_secs(5));
             }
         }
         Ok(())
@@ -260,8 +247,29 @@ impl EndpointSet {
     pub async fn apply(&mut self, cfg: &Config) -> anyhow::Result<Applied> {
         let mut applied = Applied::default();
         // Build first: nothing changes unless everything can be built.
-        let mut plan: Vec<(usize, Option<usize>, EndpointRuntime)> = Vec::new();
-        for (i, ep) in cfg.endpoints.iter().enumerate() {
+        let built = self.build_changes(cfg).await?;
+        self.swap_in(built, &mut applied)?;
+        let keep: Vec<&str> = cfg.endpoints.iter().map(|e| e.name.as_str()).collect();
+        self.remove_all_but(&keep, &mut applied).await;
+        // Config order for /status.
+        self.live.sort_by_key(|l| {
+            keep.iter()
+                .position(|n| *n == l.rt.route.endpoint.name)
+                .unwrap_or(usize::MAX)
+        });
+        self.publish();
+        Ok(applied)
+    }
+
+    /// The runtime of every endpoint of `cfg` that is new or changed, with the position of
+    /// the live endpoint it replaces (`None` for a new one, whose consumer group is created
+    /// here). Nothing runs yet.
+    async fn build_changes(
+        &self,
+        cfg: &Config,
+    ) -> anyhow::Result<Vec<(Option<usize>, EndpointRuntime)>> {
+        let mut built = Vec::new();
+        for ep in &cfg.endpoints {
             let current = self
                 .live
                 .iter()
@@ -283,10 +291,18 @@ impl EndpointSet {
             if current.is_none() {
                 self.prepare_queue(&rt).await?;
             }
-            plan.push((i, current, rt));
+            built.push((current, rt));
         }
-        // Swap: changed and added endpoints.
-        for (_, current, rt) in plan {
+        Ok(built)
+    }
+
+    /// Starts the workers of changed and added endpoints; a changed one's old worker stops.
+    fn swap_in(
+        &mut self,
+        built: Vec<(Option<usize>, EndpointRuntime)>,
+        applied: &mut Applied,
+    ) -> anyhow::Result<()> {
+        for (current, rt) in built {
             let name = rt.route.endpoint.name.clone();
             match current {
                 Some(c) => {
@@ -306,8 +322,11 @@ impl EndpointSet {
                 }
             }
         }
-        // Removed endpoints.
-        let keep: Vec<&str> = cfg.endpoints.iter().map(|e| e.name.as_str()).collect();
+        Ok(())
+    }
+
+    /// Stops every live endpoint whose name is not in `keep`.
+    async fn remove_all_but(&mut self, keep: &[&str], applied: &mut Applied) {
         let mut i = 0;
         while i < self.live.len() {
             if keep.contains(&self.live[i].rt.route.endpoint.name.as_str()) {
@@ -315,31 +334,29 @@ impl EndpointSet {
                 continue;
             }
             let gone = self.live.remove(i);
-            gone.worker_stop.cancel();
-            gone.reader_stop.cancel();
-            let name = gone.rt.route.endpoint.name.clone();
-            match &gone.rt.route.queue {
-                Queue::Memory(q) => {
-                    let parked =
-                        park(&self.ctx.dlq, &name, q, "endpoint removed from the config").await;
-                    if parked > 0 {
-                        tracing::warn!(endpoint = %name, jobs = parked, "queued deliveries of a removed endpoint moved to the dead-letter stream");
-                    }
-                }
-                Queue::Redis(q) => {
-                    tracing::warn!(endpoint = %name, stream = %q.stream(), "endpoint removed; deliveries still queued for it stay in Redis and resume if it is added back");
+            applied.removed.push(self.retire(gone).await);
+        }
+    }
+
+    /// Stops a removed endpoint's worker and queue reader; what was queued for it stays in
+    /// Redis (durable) or goes to the dead-letter stream (memory). Returns its name.
+    async fn retire(&self, gone: Live) -> String {
+        gone.worker_stop.cancel();
+        gone.reader_stop.cancel();
+        let name = gone.rt.route.endpoint.name.clone();
+        match &gone.rt.route.queue {
+            Queue::Memory(q) => {
+                let parked =
+                    park(&self.ctx.dlq, &name, q, "endpoint removed from the config").await;
+                if parked > 0 {
+                    tracing::warn!(endpoint = %name, jobs = parked, "queued deliveries of a removed endpoint moved to the dead-letter stream");
                 }
             }
-            applied.removed.push(name);
+            Queue::Redis(q) => {
+                tracing::warn!(endpoint = %name, stream = %q.stream(), "endpoint removed; deliveries still queued for it stay in Redis and resume if it is added back");
+            }
         }
-        // Config order for /status.
-        self.live.sort_by_key(|l| {
-            keep.iter()
-                .position(|n| *n == l.rt.route.endpoint.name)
-                .unwrap_or(usize::MAX)
-        });
-        self.publish();
-        Ok(applied)
+        name
     }
 
     /// Waits for every worker to stop taking jobs (after the shutdown token fired).

@@ -1,4 +1,5 @@
-//! The cluster-wide kill switch: a key in Redis (`<key_prefix>:paused`) that every replica
+//! The cluster-wide pause flag (the kill switch): a key in Redis (`<key_prefix>:paused`)
+//! holding who paused, when and why, which `pause` sets, `resume` clears and every replica
 //! polls; while it exists, workers start no delivery attempt. Messages keep being received
 //! and journaled, so nothing waits anywhere but in the queues.
 
@@ -125,65 +126,6 @@ pub async fn wait_unpaused(rx: &mut watch::Receiver<bool>, shutdown: &Cancellati
         tokio::select! {
             r = rx.changed() => if r.is_err() { return true },
             _ = shutdown.cancelled() => return false,
-        }
-    }
-}
-
-/// Checks the pub/sub source channels for subscribers other than the bridge's replicas
-/// every `interval`, exports `bridge_legacy_subscribers{channel}` and logs a deprecation
-/// warning while any remain. Bridge subscribers are counted as live replicas (heartbeat
-/// keys) times the sources that list the channel, so a replica that is starting or a
-/// running `migrate validate` shows up as one legacy subscriber for a moment. Pattern
-/// subscribers are not visible to `PUBSUB NUMSUB`.
-pub async fn watch_legacy_subscribers(
-    mut conn: ConnectionManager,
-    cfg: std::sync::Arc<crate::config::Config>,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut channels: Vec<(String, u64)> = Vec::new();
-    for p in cfg.sources.iter().filter_map(|s| s.pubsub()) {
-        for c in &p.channels {
-            match channels.iter_mut().find(|(name, _)| name == c) {
-                Some((_, n)) => *n += 1,
-                None => channels.push((c.clone(), 1)),
-            }
-        }
-    }
-    if channels.is_empty() || interval.is_zero() {
-        return;
-    }
-    let replica_pattern = cfg.redis.key("replica:*");
-    let mut tick = crate::shutdown::Ticker::new(interval, &shutdown);
-    while tick.tick().await {
-        let replicas = match crate::redis::keys::scan_keys(
-            &mut conn,
-            &replica_pattern,
-            None,
-            usize::MAX,
-        )
-        .await
-        {
-            Ok(keys) => keys.len() as u64,
-            Err(_) => continue,
-        };
-        for (channel, sources) in &channels {
-            let r: redis::RedisResult<Vec<(String, u64)>> = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(channel)
-                .query_async(&mut conn)
-                .await;
-            let Ok(r) = r else { continue };
-            let total = r.first().map(|x| x.1).unwrap_or(0);
-            let legacy = total.saturating_sub(replicas.max(1) * sources);
-            metrics::gauge!(crate::telemetry::metric::LEGACY_SUBSCRIBERS, "channel" => channel.clone()).set(legacy as f64);
-            if legacy > 0 {
-                tracing::warn!(
-                    channel = %channel,
-                    legacy_subscribers = legacy,
-                    "deprecation: legacy Redis subscribers still read this channel; move them to webhooks before retiring the Redis path"
-                );
-            }
         }
     }
 }
