@@ -51,7 +51,7 @@ use redis_webhook_bridge::config::{Config, ENV_NOT_CONFIG, LoadOptions};
 use redis_webhook_bridge::delivery::Outcome;
 use redis_webhook_bridge::delivery::client::EndpointClient;
 use redis_webhook_bridge::delivery::worker::AttemptHeaders;
-use redis_webhook_bridge::ingest::Message;
+use redis_webhook_bridge::message::Message;
 
 /// The channel the bridge subscribes to when `[[sources]]` is not configured.
 const CHANNEL: &str = redis_webhook_bridge::config::DEFAULT_CHANNEL;

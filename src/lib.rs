@@ -3,46 +3,65 @@
 //!
 //! # Layout
 //!
-//! The modules follow the path of one message, in pipeline order:
+//! Dependencies point one way, in the order of one message's path: the types and plumbing
+//! every stage shares at the bottom, then source → ingest → queue → delivery → dlq, then
+//! serving and the commands on top. A stage never imports one that comes after it; it
+//! reaches a later stage through a type or trait of its own that the later stage implements
+//! (ingest hands batches to [`ingest::Enqueue`], which [`queue::Intake`] implements; every
+//! stage dead-letters through [`message::DeadLetterSink`], which [`dlq::Dlq`] implements).
+//! `tests/architecture.rs` reads the imports from the source and fails on any that points
+//! up, and on any cycle.
 //!
-//! - [`config`]: figment layering (defaults → TOML → legacy variables → `BRIDGE_*` → flags),
-//!   secret references (`env:`, `file:`), TLS files, validation into checked types, and the
-//!   reload triggers (SIGHUP, file change) in [`config::watch`].
-//! - [`redis`](crate::redis): the Redis plumbing every stage shares — connections with
-//!   bounded timeouts and the address that error lines name, this replica's consumer name,
-//!   the minimum server version.
-//! - [`source`]: Redis readers — `pubsub` (reconnects with backoff, counts gaps), `list`
-//!   (atomic move into a processing list) and `stream` (consumer group) — yielding
-//!   [`source::Received`] messages.
-//! - [`ingest`]: size and JSON checks, envelope unwrapping, idempotency key, event type,
-//!   routing, then the journal: one Lua call per batch records each message's key and
-//!   appends it to every matching endpoint's queue; dual publishing ([`ingest::Republisher`]).
-//! - [`key_render`]: idempotency key fields written exactly as the registry's Python does.
-//! - [`queue`]: per-endpoint queues of [`queue::Job`]s: [`queue::redis`] (streams, consumer
-//!   groups, retry set, heartbeats, claiming a dead replica's work, delivery ledger) and
-//!   [`queue::memory`].
-//! - [`expr`]: jq expressions (via the `jaq` crates) over a message's JSON — an endpoint's
-//!   filter and transform — compiled once, run with bounds on steps, time and output size.
-//! - [`delivery`]: per-endpoint workers that sign ([`delivery::signing`]), POST with one
-//!   pooled client and the URL/SSRF policy ([`delivery::client`]), classify the answer into
-//!   an [`delivery::Outcome`], retry with backoff ([`delivery::retry`]) and keep a circuit
-//!   breaker ([`delivery::circuit`]).
-//! - [`dlq`]: the dead-letter stream in Redis (and the fallback copy).
-//! - [`control`]: the cluster-wide pause flag and the legacy-subscriber check.
-//! - [`admin`]: the axum router for `/healthz`, `/readyz`, `/metrics` and `/status`.
-//! - [`http_server`]: serving the admin router and `receive` with timeouts and a connection
-//!   cap.
-//! - [`telemetry`]: log subscriber (json/text, reloadable level), metric names and the
-//!   Prometheus registry, CloudWatch EMF lines, OTLP trace export and `traceparent`.
-//! - [`shutdown`]: one cancellation signal for every task and a drain with a deadline.
-//! - [`util`]: helpers that belong to no stage — unix milliseconds and RFC 3339
+//! Shared types and plumbing:
+//!
+//! - [`message`]: [`message::Message`], [`message::Job`], [`message::DeadLetter`] — the
+//!   types every stage passes on.
+//! - [`endpoint_state`]: each endpoint's live counters and the queue counts' vocabulary,
+//!   read by `/status`, the `status` command and the EMF lines.
+//! - [`util`]: the one reconnect policy ([`util::backoff`]), time formatting
 //!   ([`util::time`]), which addresses a webhook may reach and the rustls provider
 //!   ([`util::net`]).
-//! - [`bridge`]: the `run` command — wires the stages, keeps the live endpoint set that a
-//!   reload updates, and shuts down in order.
-//! - [`commands`]: every other CLI command (`check-config`, `sign`, `verify`, `receive`,
-//!   `dlq`, `pause`/`resume`/`status`, `migrate`).
+//! - [`shutdown`]: one cancellation signal for every task and a drain with a deadline.
+//! - [`key_render`]: idempotency key fields written exactly as the registry's Python does.
+//! - [`expr`]: jq expressions (via the `jaq` crates) over a message's JSON — an endpoint's
+//!   filter and transform — compiled once, run with bounds on steps, time and output size.
+//! - [`http_server`]: serving the admin router and `receive` with timeouts and a
+//!   connection cap.
+//! - [`config`]: figment layering (`load`: defaults → TOML → legacy variables → `BRIDGE_*`
+//!   → flags), the checked types (`model`, re-exported as [`config::Config`] and the
+//!   rest), raw → checked validation with its unit tests (`validate`), secret references,
+//!   TLS files, and the reload triggers ([`config::watch`]).
+//! - [`redis`]: connections and this replica's consumer name, reply parsing,
+//!   key scans, claiming a stopped replica's pending entries, the minimum server version.
+//! - [`telemetry`]: logging, metric names and the Prometheus registry, trace context, EMF
+//!   lines, OTLP export.
+//!
+//! The pipeline:
+//!
+//! - [`pause`]: the cluster-wide pause flag that every worker waits on.
+//! - [`source`]: Redis readers — `pubsub`, `list` (atomic move into a processing list),
+//!   `stream` (consumer group) — each one task fed a [`source::SourceCtx`], yielding
+//!   [`source::Received`] messages.
+//! - [`ingest`]: size and JSON checks, envelope unwrapping, idempotency key and event type
+//!   ([`ingest::parse`](mod@ingest::parse)), routing to endpoints ([`ingest::route`]), dual publishing
+//!   ([`ingest::republish`]); it hands routed batches on and never writes a Redis key.
+//! - [`queue`]: per-endpoint queues that own their storage — the journal, consumer groups,
+//!   retry set and delivery ledger in Redis ([`queue::redis`]), or [`queue::memory`].
+//! - [`delivery`]: per-endpoint workers that sign ([`delivery::signing`]), POST with one
+//!   pooled client and the URL/SSRF policy ([`delivery::client`]), classify the answer into
+//!   an [`delivery::Outcome`], retry ([`delivery::retry`]) and keep a circuit breaker
+//!   ([`delivery::circuit`]).
+//! - [`dlq`]: the dead-letter stream (and the fallback copy), and [`dlq::replay`], the
+//!   library code behind `dlq replay`.
+//!
+//! On top:
+//!
+//! - [`admin`]: the axum router for `/healthz`, `/readyz`, `/metrics` and `/status`.
+//! - [`migrate`]: the inventory of `migrate plan`, the parity check of `migrate validate`,
+//!   and the watch for legacy subscribers.
+//! - [`app`]: the `run` command — start, serve (reloads), reload, stop in order.
 //! - [`cli`]: the clap definitions that `main.rs` parses.
+//! - [`commands`]: every other CLI command, thin: parse, call the library, print.
 
 pub mod admin;
 pub mod app;

@@ -258,7 +258,7 @@ impl Dlq {
     }
 
     /// Hands up to `limit` entries to `each`, oldest first, optionally only those of
-    /// `endpoint`, reading [`PAGE`] entries at a time: at most one page is in memory.
+    /// `endpoint`, reading `PAGE` entries at a time: at most one page is in memory.
     /// Returns how many were handed over.
     pub async fn for_each(
         &self,

@@ -2,7 +2,7 @@
 //!
 //! For each message: enforce `max_payload_bytes`, require JSON (UTF-8 throughout, nesting at
 //! most `max_json_depth` deep), unwrap the registry's envelope when asked, compute the
-//! idempotency key and event type ([`parse`]), and route it to the endpoints whose
+//! idempotency key and event type ([`parse`](mod@parse)), and route it to the endpoints whose
 //! `channels` and `event_types` match ([`route`]). Each batch is then handed to the queues
 //! ([`Enqueue`]), which drop repeats of a key seen within `dedupe_window` and queue the rest
 //! in one Redis round trip; fresh messages are republished when dual publishing is on
@@ -21,15 +21,12 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::message::{DeadLetter, DeadLetterSink, Stage};
+use crate::message::{DeadLetter, DeadLetterSink, Message, Stage};
 use crate::source::Received;
 use crate::telemetry::metric;
 use crate::util::backoff::Backoff;
 use crate::util::time::unix_ms;
 
-/// What ingest makes of a received message; defined with the other shared types, named here
-/// too because ingest is where it is made.
-pub use crate::message::Message;
 pub use parse::{
     IngestError, IngestSettings, Parsed, fallback_key, key_from_fields, parse, parse_received,
     validate,

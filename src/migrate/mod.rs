@@ -1,6 +1,6 @@
 //! Moving the registry's consumers from Redis to webhooks: the inventory `migrate plan`
-//! prints ([`plan`], with the config it suggests in [`suggest`]), the parity check of
-//! `migrate validate` ([`validate`]), and the check `run` keeps doing for subscribers that
+//! prints ([`plan`](mod@plan), with the config it suggests in [`suggest`]), the parity check of
+//! `migrate validate` ([`validate`](mod@validate)), and the check `run` keeps doing for subscribers that
 //! still read the old channels ([`legacy`]).
 
 pub mod legacy;

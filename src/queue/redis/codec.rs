@@ -173,7 +173,7 @@ pub fn retry_member(job: &Job) -> Vec<u8> {
 /// One entry of a queue read.
 #[derive(Debug)]
 pub enum Read {
-    /// The job it holds, in either format (see [`field`]).
+    /// The job it holds, in either format (see the `field` module).
     Job(Job),
     /// The entry was deleted while pending (e.g. a duplicate settled elsewhere): its id, to
     /// acknowledge.

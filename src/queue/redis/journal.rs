@@ -143,7 +143,7 @@ impl Journal {
     /// Journals `msgs`, each into the `endpoints` it lists, atomically in one script call;
     /// returns per message whether it was fresh. Retries while Redis is unreachable; the
     /// error is returned only when Redis stays away through shutdown (see
-    /// [`Journal::wait_to_retry`]), and then nothing of the batch was journaled.
+    /// `Journal::wait_to_retry`), and then nothing of the batch was journaled.
     pub async fn write(
         &self,
         endpoints: &[JournalEndpoint<'_>],

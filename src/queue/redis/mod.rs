@@ -6,7 +6,7 @@
 //!   in the same Lua call that records its idempotency key (`seen:<key>`), so a message is
 //!   journaled exactly once or not at all.
 //! - `retry:<endpoint>` — a sorted set of jobs waiting for a retry, scored by due time (ms)
-//!   ([`retry`]). Scheduling a retry moves the entry from the stream into the set in one
+//!   (`retry`). Scheduling a retry moves the entry from the stream into the set in one
 //!   MULTI; a mover puts due jobs back into the stream with a Lua script, so replicas never
 //!   move one twice.
 //! - `ledger:<endpoint>:{queued,delivered,dead}` — the delivery ledger ([`ledger`]).
@@ -15,7 +15,7 @@
 //!   claimed by the live replicas at once; that is how a dead replica's work is finished.
 //!
 //! How a job is stored is in [`codec`]. A job is acknowledged (XACK + XDEL, batched,
-//! [`acks`]) only when it is delivered or dead-lettered.
+//! `acks`) only when it is delivered or dead-lettered.
 //! Each worker prefetches at most `concurrency` jobs, so memory stays flat however long the
 //! backlog in Redis grows.
 
