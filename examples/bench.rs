@@ -1095,7 +1095,10 @@ async fn ceiling(ctx: &Ctx, label: &str) -> anyhow::Result<Row> {
                 let traceparent = redis_webhook_bridge::telemetry::traceparent(None);
                 if !matches!(
                     client
-                        .post(headers.build(msg, 1, &traceparent), msg.body.clone())
+                        .post(
+                            headers.build(msg, &msg.body, 1, &traceparent),
+                            msg.body.clone()
+                        )
                         .await,
                     Outcome::Delivered { .. }
                 ) {
