@@ -106,11 +106,25 @@ async fn a_filter_passes_and_blocks_messages_by_content_for_its_endpoint_only() 
     };
     assert_eq!(ids("/better"), ["m-1", "m-3"], "{}", bridge.logs());
     assert_eq!(ids("/all"), ["m-1", "m-2", "m-3"]);
+    let text = bridge.metrics_text().await;
+    for name in [
+        "bridge_filtered_out_total",
+        "bridge_filter_failures_total",
+        "bridge_transform_failures_total",
+    ] {
+        assert_eq!(
+            metric_in(&text, name, &[("endpoint", "all")]),
+            Some(0.0),
+            "{name} exists at zero for every endpoint:\n{text}"
+        );
+    }
     assert_eq!(
-        bridge
-            .metric_value("bridge_filtered_out_total", &[("endpoint", "all")])
-            .await,
-        0.0
+        metric_in(
+            &text,
+            "bridge_filtered_out_total",
+            &[("endpoint", "better")]
+        ),
+        Some(1.0)
     );
     assert_eq!(bridge.dlq_entries(&[]).len(), 0, "blocking is not an error");
 }
