@@ -378,3 +378,148 @@ async fn replay_leaves_an_entry_in_place_while_the_filter_still_fails_or_now_blo
     assert_eq!(bridge.dlq_entries(&[]).len(), 1, "still there");
     assert!(rx.requests().is_empty());
 }
+
+/// Runs the binary with `config` written to `bridge.toml` in a directory of its own (with
+/// `files` beside it) and `args` after `--config`.
+fn with_config(config: &str, files: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(&path, config).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let mut full = vec!["--config", path.to_str().unwrap()];
+    full.extend_from_slice(args);
+    run_cli(&full, &[])
+}
+
+#[test]
+fn an_invalid_filter_or_transform_exits_78_naming_the_endpoint_and_the_position() {
+    let filter = endpoint_toml(
+        "site",
+        "https://example.com/hook",
+        "filter = '.current_value >'",
+    );
+    let out = with_config(&filter, &[], &["check-config"]);
+    assert_eq!(out.status.code(), Some(78), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("config key `endpoints[0].filter`")
+            && stderr.contains(
+                "endpoint `site`: the filter does not compile: syntax error at column 17"
+            ),
+        "{}",
+        show(&out)
+    );
+
+    let file = endpoint_toml(
+        "site",
+        "https://example.com/hook",
+        "transform_file = 'shape.jq'",
+    );
+    let out = with_config(
+        &file,
+        &[("shape.jq", "{\n  id: .model_id\n  name: .model_name\n}")],
+        &["check-config"],
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("config key `endpoints[0].transform_file`")
+            && stderr.contains("shape.jq does not compile: syntax error at line 3, column 3"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn check_config_shows_each_endpoints_filter_and_transform() {
+    let config = endpoint_toml(
+        "site",
+        "https://example.com/hook",
+        "filter = '.status == \"ready\"'\ntransform_file = 'shape.jq'",
+    ) + &endpoint_toml("raw", "https://example.com/raw", "");
+    let out = with_config(
+        &config,
+        &[("shape.jq", "{id: .model_id}\n")],
+        &["check-config"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let shown: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let endpoints = shown["endpoints"].as_array().unwrap();
+    assert_eq!(
+        endpoints[0]["filter"].as_str(),
+        Some(".status == \"ready\"")
+    );
+    assert_eq!(
+        endpoints[0]["transform"].as_str(),
+        Some("{id: .model_id}\n")
+    );
+    assert!(
+        endpoints[0]["transform_file"]
+            .as_str()
+            .unwrap()
+            .ends_with("/shape.jq"),
+        "read beside the config file: {}",
+        show(&out)
+    );
+    assert!(endpoints[1].get("filter").is_none() && endpoints[1].get("transform").is_none());
+}
+
+#[test]
+fn check_config_try_shows_what_each_endpoint_would_receive_for_a_message() {
+    let model_registered = std::fs::read_to_string(MODEL_REGISTERED).unwrap();
+    let config = endpoint_toml(
+        "site",
+        "https://example.com/site",
+        "filter = '.current_value > .baseline_value'\ntransform_file = 'model_registered.jq'",
+    ) + &endpoint_toml("raw", "https://example.com/raw", "")
+        + &endpoint_toml(
+            "picky",
+            "https://example.com/picky",
+            "filter = '.token_symbol == \"OTHER\"'",
+        )
+        + &endpoint_toml(
+            "broken",
+            "https://example.com/broken",
+            "transform = '.tags.user_id | ascii_downcase'",
+        );
+    let f = fixtures();
+    let body = f["model_ready_message"]["body"].as_str().unwrap();
+    let key = f["model_ready_message"]["idempotency_key"]
+        .as_str()
+        .unwrap();
+    let tmp = tempfile::TempDir::new().unwrap();
+    let message = tmp.path().join("message.json");
+    std::fs::write(&message, body).unwrap();
+    let files = [("model_registered.jq", model_registered.as_str())];
+    let out = with_config(
+        &config,
+        &files,
+        &["check-config", "--try", message.to_str().unwrap()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a transform fails: {}",
+        show(&out)
+    );
+    let transformed = Transform::compile(&model_registered)
+        .unwrap()
+        .apply(body.as_bytes())
+        .unwrap();
+    let expected = format!(
+        "message on `hokusai:model_ready_queue:pubsub`: idempotency key {key}, event type hokusai:model_ready_queue:pubsub\n\
+         endpoint `site`: receives (transformed)\n{}\n\
+         endpoint `raw`: receives\n{body}\n\
+         endpoint `picky`: kept out by its filter\n\
+         endpoint `broken`: dead-lettered: transform failed: expression failed: cannot use null as string\n",
+        String::from_utf8_lossy(&transformed)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        expected,
+        "{}",
+        show(&out)
+    );
+}

@@ -257,11 +257,47 @@ impl EndpointConfig {
     /// Whether a message from `channel` with `event_type` goes to this endpoint (its
     /// `filter`, over the content, is [`EndpointConfig::accepts`]).
     pub fn matches(&self, channel: &str, event_type: &str) -> bool {
-        let glob =
-            |pats: &[String], s: &str| pats.iter().any(|p| wildmatch::WildMatch::new(p).matches(s));
-        glob(&self.channels, channel)
-            && (self.event_types.is_empty() || glob(&self.event_types, event_type))
+        globs(&self.channels, channel) && self.takes_event_type(event_type)
     }
+
+    /// Whether `event_types` lets a message of `event_type` through (an empty list: all).
+    pub fn takes_event_type(&self, event_type: &str) -> bool {
+        self.event_types.is_empty() || globs(&self.event_types, event_type)
+    }
+
+    /// What the endpoint does with a message of this body, by its filter and transform:
+    /// what `check-config --try` shows. The delivery stages apply the same two steps
+    /// (the filter at routing, the transform at delivery).
+    pub fn verdict(&self, body: &[u8]) -> Verdict {
+        match self.accepts(body) {
+            Err(e) => Verdict::FilterFailed(e),
+            Ok(false) => Verdict::KeptOut,
+            Ok(true) => match &self.transform {
+                None => Verdict::Receives(body.to_vec()),
+                Some(t) => t
+                    .apply(body)
+                    .map_or_else(Verdict::TransformFailed, Verdict::Receives),
+            },
+        }
+    }
+}
+
+/// Whether any of the globs `pats` matches `s`.
+fn globs(pats: &[String], s: &str) -> bool {
+    pats.iter().any(|p| wildmatch::WildMatch::new(p).matches(s))
+}
+
+/// What an endpoint does with one message ([`EndpointConfig::verdict`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// It is sent this body (the message's own, or the transform's output).
+    Receives(Vec<u8>),
+    /// The filter keeps it out.
+    KeptOut,
+    /// The filter fails on it: it is dead-lettered for the endpoint.
+    FilterFailed(crate::expr::ExprError),
+    /// The transform fails on it: it is dead-lettered for the endpoint.
+    TransformFailed(crate::expr::ExprError),
 }
 
 impl CircuitConfig {
