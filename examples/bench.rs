@@ -13,6 +13,9 @@
 //!   each; msg/s = deliveries ÷ (last receipt at the sink − first PUBLISH).
 //! - **latency**: publish → receipt at a fixed rate (`BENCH_LATENCY_RATE`, 1,000 msg/s) for
 //!   `BENCH_LATENCY_SECS` (10 s), durable, 1 endpoint.
+//! - **transform**: `durable-1` with the shipped `model_registered` transform on the
+//!   endpoint (plus the `seq` the sink counts by); its CPU per message against
+//!   `durable-1`'s is the transform's cost.
 //! - **backlog**: the endpoint points at a port where nothing listens; `BENCH_BACKLOG`
 //!   messages pile up in Redis while the bridge's RSS is sampled.
 //!
@@ -103,8 +106,9 @@ fn secs(ns: u64) -> f64 {
 // Options
 // -------------------------------------------------------------------------------------------
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "durable-1",
+    "transform-1",
     "durable-4",
     "memory-1",
     "memory-4",
@@ -801,10 +805,23 @@ secrets = ["{SECRET}"]
 signature = "hokusai-v2"
 concurrency = {CONCURRENCY}
 timeout = "10s"
-"#
+{extra}"#,
+            extra = transform_key(prefix)
         );
     }
     t
+}
+
+/// The `transform` of the transform scenario's endpoint: the shipped `model_registered`
+/// transform, with the message's `seq` first (the sink counts bodies by it).
+fn transform_key(prefix: &str) -> String {
+    if !prefix.ends_with("transform-1") {
+        return String::new();
+    }
+    let shipped = include_str!("transforms/model_registered.jq");
+    // The file is its definitions, then one object expression starting at a line "{".
+    let (defs, body) = shipped.split_at(shipped.find("\n{\n").map_or(0, |i| i + 1));
+    format!("transform = '''\n{defs}{{seq: .seq}} + (\n{body})'''\n")
 }
 
 fn sink_urls(ctx: &Ctx, endpoints: usize) -> Vec<String> {
@@ -1095,7 +1112,10 @@ async fn ceiling(ctx: &Ctx, label: &str) -> anyhow::Result<Row> {
                 let traceparent = redis_webhook_bridge::telemetry::traceparent(None);
                 if !matches!(
                     client
-                        .post(headers.build(msg, 1, &traceparent), msg.body.clone())
+                        .post(
+                            headers.build(msg, &msg.body, 1, &traceparent),
+                            msg.body.clone()
+                        )
                         .await,
                     Outcome::Delivered { .. }
                 ) {
@@ -1665,6 +1685,7 @@ async fn run() -> anyhow::Result<bool> {
 
     for (scenario, durability, endpoints) in [
         ("durable-1", "redis", 1),
+        ("transform-1", "redis", 1),
         ("durable-4", "redis", 4),
         ("memory-1", "memory", 1),
         ("memory-4", "memory", 4),
@@ -1707,6 +1728,18 @@ async fn run() -> anyhow::Result<bool> {
     print_table(&rows, ceiling);
     println!();
     println!("ceiling = {ceiling:.0} msg/s (the higher of the two direct-loop runs)");
+    if let (Some(plain), Some(shaped)) = (
+        by_name.get("durable-1").and_then(|r| r.cpu_per_1k),
+        by_name.get("transform-1").and_then(|r| r.cpu_per_1k),
+    ) {
+        // CPU seconds per 1,000 messages are ms per message; x1000 for µs.
+        println!(
+            "transform (model_registered): {:.1} µs CPU/msg vs {:.1} without: {:+.1} µs/msg",
+            shaped * 1000.0,
+            plain * 1000.0,
+            (shaped - plain) * 1000.0
+        );
+    }
     let noisy: Vec<&str> = rows
         .iter()
         .filter(|r| r.other_pct.is_some_and(|o| o > NOISY_PCT))

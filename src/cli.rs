@@ -90,7 +90,7 @@ pub enum Command {
     Run(RunArgs),
     /// Load, validate and print the effective config (secrets shown as ***); exit 0 or 78.
     #[command(
-        after_help = "Examples:\n  redis-webhook-bridge check-config --config bridge.toml\n  BRIDGE_CONFIG=bridge.toml redis-webhook-bridge check-config > effective.toml\n  redis-webhook-bridge check-config --config bridge.toml --show-urls"
+        after_help = "Examples:\n  redis-webhook-bridge check-config --config bridge.toml\n  BRIDGE_CONFIG=bridge.toml redis-webhook-bridge check-config > effective.toml\n  redis-webhook-bridge check-config --config bridge.toml --show-urls\n  redis-webhook-bridge check-config --config bridge.toml --try message.json"
     )]
     CheckConfig {
         /// Config flags.
@@ -103,6 +103,11 @@ pub enum Command {
         /// credentials; by default they are shown redacted.
         #[arg(long)]
         show_urls: bool,
+        /// Instead of the config, show what each endpoint would receive for the message in
+        /// FILE (`-`: standard input): whether it passes the endpoint's filter and the exact
+        /// body after its transform, or the error. Exit 1 when a filter or transform fails.
+        #[arg(long = "try", value_name = "FILE")]
+        try_file: Option<std::path::PathBuf>,
     },
     /// Sample webhook consumer: verifies signatures and prints one JSON line per accepted event.
     #[command(

@@ -75,7 +75,13 @@ async fn execute(cli: Cli) -> anyhow::Result<i32> {
             config,
             log,
             show_urls,
-        } => commands::check_config::run(&opts(&config, Some(&log)), show_urls).await,
+            try_file,
+        } => match try_file {
+            Some(file) => {
+                commands::check_config::try_message(&opts(&config, Some(&log)), &file).await
+            }
+            None => commands::check_config::run(&opts(&config, Some(&log)), show_urls).await,
+        },
         Command::Dlq { config, command } => {
             with_config(&opts(&config, None), |cfg| commands::dlq::run(cfg, command)).await
         }

@@ -88,6 +88,11 @@ pub enum Stage {
     Ingest,
     /// After the endpoint's last retry, or a permanent failure.
     Delivery,
+    /// The endpoint's `filter` failed on the message (at routing, or on replay).
+    Filter,
+    /// The endpoint's `transform` failed on the message (at delivery): a runtime error, not
+    /// exactly one output, or a bound hit.
+    Transform,
 }
 
 impl Stage {
@@ -96,6 +101,18 @@ impl Stage {
         match self {
             Stage::Ingest => "ingest",
             Stage::Delivery => "delivery",
+            Stage::Filter => "filter",
+            Stage::Transform => "transform",
+        }
+    }
+
+    /// The stage an entry names (`delivery` for a name this version does not know).
+    pub fn from_name(name: &str) -> Self {
+        match name {
+            "ingest" => Stage::Ingest,
+            "filter" => Stage::Filter,
+            "transform" => Stage::Transform,
+            _ => Stage::Delivery,
         }
     }
 }

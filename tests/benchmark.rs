@@ -136,6 +136,7 @@ fn every_scenario_runs_to_the_end_and_the_table_shows_it() {
     for (scenario, msgs) in [
         ("ceiling (start)", "300"),
         ("durable-1", "300"),
+        ("transform-1", "300"),
         ("durable-4", "1200"),
         ("memory-1", "300"),
         ("memory-4", "1200"),
@@ -163,6 +164,10 @@ fn every_scenario_runs_to_the_end_and_the_table_shows_it() {
             "the table reports `{bad}`:\n{stdout}\n{stderr}"
         );
     }
+    assert!(
+        stdout.contains("transform (model_registered): ") && stdout.contains(" µs/msg"),
+        "the transform's cost per message is reported:\n{stdout}"
+    );
     // The latency row has its percentiles; the 4-endpoint rows count each endpoint.
     let latency = row(&stdout, "latency durable-1");
     let p99: f64 = latency[5].parse().expect("a p99 in the latency row");

@@ -10,7 +10,7 @@ use figment::providers::{Env, Serialized};
 
 use super::legacy::{Legacy, legacy_layer};
 use super::raw::Word as _;
-use super::validate::{check_log_filter, validate};
+use super::validate::{check_log_filter, resolve_transform_files, validate};
 use super::{Config, ConfigError, LogFormat, RawConfig, error};
 
 /// Inputs to [`Config::load`] that come from the command line.
@@ -86,9 +86,12 @@ impl Config {
         if let Some(addr) = &opts.admin_listen {
             fig = fig.merge(Serialized::default("admin.listen", addr.to_string()));
         }
-        let raw: RawConfig = fig
+        let mut raw: RawConfig = fig
             .extract()
             .map_err(|e| error::from_figment(e, file.as_ref()))?;
+        if let Some(dir) = opts.file.as_deref().and_then(std::path::Path::parent) {
+            resolve_transform_files(&mut raw, dir);
+        }
         let legacy = Legacy::read(env)?;
         let mut cfg = validate(raw, &legacy, env).map_err(|e| match e {
             ConfigError::Invalid {

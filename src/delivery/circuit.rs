@@ -102,6 +102,19 @@ impl Circuit {
         }
     }
 
+    /// Gives back the half-open probe without a verdict: its request was never sent (the
+    /// message's transform failed), so the next request becomes the probe at once.
+    pub fn release_probe(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if *s == State::HalfOpen {
+            *s = State::Open {
+                until: Instant::now(),
+            };
+            drop(s);
+            self.changed.notify_waiters();
+        }
+    }
+
     /// Reports an attempt's result; returns the new state if it changed.
     pub fn record(&self, success: bool, probe: bool) -> Option<State> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -152,6 +165,17 @@ mod tests {
         assert_eq!(c.state(), State::HalfOpen);
         assert_eq!(c.record(true, true), Some(State::Closed { failures: 0 }));
         assert_eq!(c.admit(|_| {}).await, Admit::Normal);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_given_back_without_a_verdict_lets_the_next_request_probe_at_once() {
+        let c = Circuit::new(1, Duration::from_secs(60));
+        assert!(matches!(c.record(false, false), Some(State::Open { .. })));
+        assert_eq!(c.admit(|_| {}).await, Admit::Probe);
+        c.release_probe();
+        let t0 = Instant::now();
+        assert_eq!(c.admit(|_| {}).await, Admit::Probe);
+        assert_eq!(Instant::now(), t0, "no second recovery time");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,11 +1,18 @@
 //! One endpoint's delivery worker: takes jobs from the endpoint's queue, at most
-//! `concurrency` at a time, waits while the circuit is open, signs and POSTs, and settles
+//! `concurrency` at a time, waits while the circuit is open, applies the endpoint's
+//! `transform` (if any) to the message, signs and POSTs the resulting body, and settles
 //! each job as delivered, scheduled for a retry, or dead-lettered.
+//!
+//! The transform runs here, at delivery, and the queues and the dead-letter stream keep
+//! the original message: a `dlq replay` (or a retry after a reload) runs the endpoint's
+//! current transform. The idempotency key and event type are the original message's; the
+//! signature covers the bytes sent.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +26,7 @@ use super::retry::RetryPolicy;
 use super::signing::{self, Signer, SigningError};
 use crate::config::{EndpointConfig, SecurityConfig};
 use crate::endpoint_state::EndpointState;
+use crate::expr::ExprError;
 use crate::message::{DeadLetter, DeadLetterSink, Job, Message, Stage};
 use crate::queue::Queue;
 use crate::telemetry::{self, FailureReason, metric};
@@ -70,8 +78,9 @@ impl AttemptHeaders {
         })
     }
 
-    /// The headers of attempt number `attempt` (from 1) to deliver `msg`, signed now.
-    pub fn build(&self, msg: &Message, attempt: u32, traceparent: &str) -> HeaderMap {
+    /// The headers of attempt number `attempt` (from 1) to deliver `msg` as `body` (the
+    /// message's own, or its transform's output), signed now.
+    pub fn build(&self, msg: &Message, body: &[u8], attempt: u32, traceparent: &str) -> HeaderMap {
         let mut headers = self.static_headers.clone();
         let put = |h: &mut HeaderMap, name: &'static str, value: &str| {
             if let Ok(v) = HeaderValue::from_str(value) {
@@ -102,7 +111,7 @@ impl AttemptHeaders {
             .encode_lower(&mut nonce);
         let mut sig = Vec::with_capacity(3);
         self.signer
-            .sign(&msg.body, ts, nonce, &msg.idempotency_key, &mut sig);
+            .sign(body, ts, nonce, &msg.idempotency_key, &mut sig);
         for (name, value) in &sig {
             put(&mut headers, name, value);
         }
@@ -231,8 +240,18 @@ impl Worker {
 
     /// Attempts a job; for `ordered` endpoints, retries in place so that later jobs wait.
     async fn handle(&self, mut job: Job, mut admit: Admit, shutdown: &CancellationToken) {
+        let body = match self.body(&job) {
+            Ok(body) => body,
+            Err(e) => {
+                if admit == Admit::Probe {
+                    self.circuit.release_probe();
+                }
+                self.transform_failed(&job, &e).await;
+                return;
+            }
+        };
         loop {
-            let outcome = self.attempt(&mut job).await;
+            let outcome = self.attempt(&mut job, &body).await;
             self.record_in_circuit(&outcome, admit);
             match outcome {
                 Outcome::Delivered { status } => {
@@ -386,6 +405,32 @@ impl Worker {
         self.settled(job, false).await;
     }
 
+    /// The body to send for `job`: the message's own, or the endpoint's transform of it.
+    fn body(&self, job: &Job) -> Result<Bytes, ExprError> {
+        match &self.cfg.transform {
+            None => Ok(job.msg.body.clone()),
+            Some(t) => t.apply(&job.msg.body).map(Bytes::from),
+        }
+    }
+
+    /// Dead-letters a job whose transform failed, with the expression's error: the entry
+    /// keeps the original message, so fixing the transform and replaying delivers it.
+    async fn transform_failed(&self, job: &Job, e: &ExprError) {
+        let error = format!("transform failed: {e}");
+        tracing::error!(
+            endpoint = %self.cfg.name,
+            idempotency_key = %job.msg.idempotency_key,
+            error = %error,
+            "transform failed on a message; dead-lettered"
+        );
+        metrics::counter!(metric::TRANSFORM_FAILURES, "endpoint" => self.cfg.name.clone())
+            .increment(1);
+        let dl = DeadLetter::from_job(job, &self.cfg.name, Stage::Transform, &error);
+        self.dlq.record(&dl, DLQ_PATIENCE).await;
+        self.state.dead_lettered(&error);
+        self.settled(job, false).await;
+    }
+
     /// A job is finished: a replayed dead-letter entry is removed (a new one was written if
     /// it failed again), and the queue learns the job is done.
     async fn settled(&self, job: &Job, delivered: bool) {
@@ -397,8 +442,8 @@ impl Worker {
         self.queue.done(job, delivered);
     }
 
-    /// One HTTP attempt: headers, signature, POST, metrics.
-    async fn attempt(&self, job: &mut Job) -> Outcome {
+    /// One HTTP attempt of sending `body`: headers, signature, POST, metrics.
+    async fn attempt(&self, job: &mut Job, body: &Bytes) -> Outcome {
         job.attempts += 1;
         let msg = &job.msg;
         let span = tracing::info_span!(
@@ -408,13 +453,13 @@ impl Worker {
             attempt = job.attempts,
         );
         let traceparent = telemetry::delivery_traceparent(&span, msg.traceparent.as_deref());
-        let headers = self.headers.build(msg, job.attempts, &traceparent);
+        let headers = self.headers.build(msg, body, job.attempts, &traceparent);
 
         self.state.in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let outcome = self
             .client
-            .post(headers, msg.body.clone())
+            .post(headers, body.clone())
             .instrument(span)
             .await;
         self.duration.record(started.elapsed().as_secs_f64());

@@ -344,11 +344,7 @@ fn from_entry(id: String, mut map: HashMap<String, redis::Value>) -> DeadLetter 
         body_size,
         body_sha256: s("body_sha256"),
     });
-    let stage = if s("stage") == "ingest" {
-        Stage::Ingest
-    } else {
-        Stage::Delivery
-    };
+    let stage = Stage::from_name(&s("stage"));
     DeadLetter {
         id,
         endpoint: s("endpoint"),

@@ -6,7 +6,9 @@
 //!
 //! A message that ingest refused is replayed under the rules of its source and goes through
 //! the same checks ([`crate::ingest::parse_received`]), so that replay never delivers what
-//! ingest would refuse. The `dlq replay` command is one caller; it prints what
+//! ingest would refuse. Every entry also passes its endpoint's current `filter` again (an
+//! entry the filter failed on is replayed once the filter is fixed), and is delivered
+//! through the endpoint's current `transform`, which the worker applies. The `dlq replay` command is one caller; it prints what
 //! [`Progress`] reports and the [`ReplayReport`].
 
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use super::Dlq;
 use crate::config::Config;
 use crate::delivery::worker::{Worker, WorkerError};
 use crate::endpoint_state::EndpointState;
+use crate::expr::ExprError;
 use crate::ingest::{IngestError, IngestSettings, Route, parse_received};
 use crate::message::{DeadLetter, DlqError, Job, Message, Stage};
 use crate::queue::Queue;
@@ -92,6 +95,19 @@ pub enum SkipReason {
     /// message matches none).
     #[error("endpoint `{0}` is not in the config (or matches no endpoint); left in place")]
     NoEndpoint(String),
+    /// The endpoint's filter fails on the message.
+    #[error("skipped: the filter of endpoint `{endpoint}` still fails ({error}); left in place")]
+    FilterFails {
+        /// The endpoint.
+        endpoint: String,
+        /// The filter's error.
+        error: ExprError,
+    },
+    /// The filters of every endpoint it would go to keep it out now.
+    #[error(
+        "skipped: the filter of endpoint `{0}` keeps it out now; left in place (`dlq purge` removes it)"
+    )]
+    FilteredOut(String),
 }
 
 /// What a replay reports while it runs.
@@ -282,6 +298,7 @@ fn queue_entry(
     if targets.is_empty() {
         return Err(SkipReason::NoEndpoint(e.endpoint.clone()));
     }
+    let targets = passing_filters(targets, &msg)?;
     let msg = Arc::new(msg);
     let mut queued = 0;
     // An ingest-stage entry may fan out to several endpoints; only the last job removes it.
@@ -296,6 +313,32 @@ fn queue_entry(
         }
     }
     Ok(queued)
+}
+
+/// The targets whose current filter lets `msg` through; an entry that a filter fails on,
+/// or that every filter keeps out, is left in place.
+fn passing_filters<'a>(
+    targets: Vec<&'a Local>,
+    msg: &Message,
+) -> Result<Vec<&'a Local>, SkipReason> {
+    let mut passing = Vec::with_capacity(targets.len());
+    let mut kept_out = None;
+    for r in targets {
+        match r.endpoint.accepts(&msg.body) {
+            Ok(true) => passing.push(r),
+            Ok(false) => kept_out = Some(r.endpoint.name.clone()),
+            Err(error) => {
+                return Err(SkipReason::FilterFails {
+                    endpoint: r.endpoint.name.clone(),
+                    error,
+                });
+            }
+        }
+    }
+    match kept_out {
+        Some(name) if passing.is_empty() => Err(SkipReason::FilteredOut(name)),
+        _ => Ok(passing),
+    }
 }
 
 /// The message of an entry whose body and key are final, as it was to be delivered.

@@ -133,8 +133,15 @@ impl Expr {
 }
 
 /// An endpoint's `filter`: decides from a message's JSON whether the endpoint receives it.
+/// `Serialize` writes the expression as written (it is configuration, not a secret).
 #[derive(Debug, Clone)]
 pub struct Filter(Expr);
+
+impl serde::Serialize for Filter {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.source())
+    }
+}
 
 impl Filter {
     /// Parse and compile a filter with the default [`Limits`].
@@ -168,8 +175,15 @@ impl Filter {
 }
 
 /// An endpoint's `transform`: maps a message's JSON to the body the endpoint receives.
+/// `Serialize` writes the expression as written.
 #[derive(Debug, Clone)]
 pub struct Transform(Expr);
+
+impl serde::Serialize for Transform {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.source())
+    }
+}
 
 impl Transform {
     /// Parse and compile a transform with the default [`Limits`].

@@ -3,8 +3,8 @@
 //! For each message: enforce `max_payload_bytes`, require JSON (UTF-8 throughout, nesting at
 //! most `max_json_depth` deep), unwrap the registry's envelope when asked, compute the
 //! idempotency key and event type ([`parse`](mod@parse)), and route it to the endpoints whose
-//! `channels` and `event_types` match ([`route`]). Each batch is then handed to the queues
-//! ([`Enqueue`]), which drop repeats of a key seen within `dedupe_window` and queue the rest
+//! `channels` and `event_types` match and whose `filter` passes it ([`route`]). Each batch is
+//! then handed to the queues ([`Enqueue`]), which drop repeats of a key seen within `dedupe_window` and queue the rest
 //! in one Redis round trip; fresh messages are republished when dual publishing is on
 //! ([`republish`]), and the sources are told their messages are taken. Anything that cannot
 //! be ingested goes to the dead-letter stream with the reason; nothing is dropped silently.
@@ -21,7 +21,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::message::{DeadLetter, DeadLetterSink, Message, Stage};
+use crate::message::{DeadLetter, DeadLetterSink, Job, Message, Stage};
 use crate::source::Received;
 use crate::telemetry::metric;
 use crate::util::backoff::Backoff;
@@ -150,15 +150,16 @@ impl<E: Enqueue> Ingest<E> {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let targets = route::targets(&routes, msgs);
+        let routing = route::targets(&routes, msgs);
         let fresh = self
             .queue
             .enqueue_batch(RoutedBatch {
                 msgs,
-                targets: &targets,
+                targets: &routing.targets,
             })
             .await?;
-        for ((msg, targets), fresh) in msgs.iter().zip(&targets).zip(&fresh) {
+        self.filter_outcomes(msgs, &routing, &fresh).await;
+        for ((msg, targets), fresh) in msgs.iter().zip(&routing.targets).zip(&fresh) {
             if !fresh {
                 metrics::counter!(metric::DUPLICATES_DROPPED).increment(1);
                 tracing::debug!(idempotency_key = %msg.idempotency_key, "duplicate dropped");
@@ -167,6 +168,37 @@ impl<E: Enqueue> Ingest<E> {
             }
         }
         Ok(fresh)
+    }
+
+    /// Counts the messages the endpoints' filters kept out and dead-letters, for its
+    /// endpoint, each message a filter failed on; repeats of a key seen within the window
+    /// are neither (the first copy was).
+    async fn filter_outcomes(
+        &self,
+        msgs: &[Arc<Message>],
+        routing: &route::Routing<'_, E::Queue>,
+        fresh: &[bool],
+    ) {
+        let is_fresh = |i: &usize| fresh.get(*i).copied().unwrap_or(false);
+        for (_, r) in routing.filtered.iter().filter(|(i, _)| is_fresh(i)) {
+            metrics::counter!(metric::FILTERED_OUT, "endpoint" => r.endpoint.name.clone())
+                .increment(1);
+        }
+        for (i, r, e) in routing.failed.iter().filter(|(i, ..)| is_fresh(i)) {
+            let msg = &msgs[*i];
+            let error = format!("filter failed: {e}");
+            tracing::error!(endpoint = %r.endpoint.name, idempotency_key = %msg.idempotency_key, error = %error, "filter failed on a message; dead-lettered");
+            metrics::counter!(metric::FILTER_FAILURES, "endpoint" => r.endpoint.name.clone())
+                .increment(1);
+            let dl = DeadLetter::from_job(
+                &Job::new(msg.clone()),
+                &r.endpoint.name,
+                Stage::Filter,
+                &error,
+            );
+            self.dlq.record(&dl, DLQ_PATIENCE).await;
+            r.state.dead_lettered(&error);
+        }
     }
 
     /// Tells list and stream sources that their messages are queued. If Redis is away the

@@ -136,6 +136,8 @@ struct Seen {
     idempotency_key: String,
     channel: String,
     event_type: String,
+    /// The body the endpoints' filters judge.
+    body: bytes::Bytes,
 }
 
 /// The outcome of the check.
@@ -290,6 +292,7 @@ impl Observed {
                     idempotency_key: p.idempotency_key,
                     channel: channel.to_string(),
                     event_type: p.event_type,
+                    body: p.body,
                 });
             }
             Err(_) => self.not_ingestible += 1,
@@ -403,7 +406,7 @@ async fn settle(
     }
 }
 
-/// Where each observed message `ep` matches stands in its ledger, and whether none is still
+/// Where each observed message `ep` matches (and its filter lets through) stands in its ledger, and whether none is still
 /// pending or missing.
 async fn parity(
     conn: &mut ConnectionManager,
@@ -411,9 +414,13 @@ async fn parity(
     ep: &EndpointConfig,
     seen: &BTreeMap<String, Seen>,
 ) -> redis::RedisResult<(Parity, bool)> {
+    // A message the endpoint's filter keeps out is not expected there; one the filter fails
+    // on is (it is dead-lettered for the endpoint).
     let expected: Vec<&Seen> = seen
         .values()
-        .filter(|m| ep.matches(&m.channel, &m.event_type))
+        .filter(|m| {
+            ep.matches(&m.channel, &m.event_type) && !matches!(ep.accepts(&m.body), Ok(false))
+        })
         .collect();
     let keys: Vec<&str> = expected
         .iter()

@@ -43,6 +43,12 @@ pub mod metric {
     pub const CONFIG_RELOADS: &str = "bridge_config_reloads_total";
     /// Gauge{channel}: subscribers of a source channel other than the bridge.
     pub const LEGACY_SUBSCRIBERS: &str = "bridge_legacy_subscribers";
+    /// Counter{endpoint}: messages the endpoint's `filter` kept from it.
+    pub const FILTERED_OUT: &str = "bridge_filtered_out_total";
+    /// Counter{endpoint}: messages dead-lettered because the endpoint's `filter` failed.
+    pub const FILTER_FAILURES: &str = "bridge_filter_failures_total";
+    /// Counter{endpoint}: messages dead-lettered because the endpoint's `transform` failed.
+    pub const TRANSFORM_FAILURES: &str = "bridge_transform_failures_total";
 
     /// Every metric name above.
     pub const ALL: &[&str] = &[
@@ -63,6 +69,9 @@ pub mod metric {
         SOURCE_DISCONNECTS,
         CONFIG_RELOADS,
         LEGACY_SUBSCRIBERS,
+        FILTERED_OUT,
+        FILTER_FAILURES,
+        TRANSFORM_FAILURES,
     ];
 }
 
@@ -216,7 +225,8 @@ impl FailureReason {
 }
 
 /// Registers every per-endpoint series at zero (success, failure for each
-/// [`FailureReason`], retries, circuit state, queue depth and both histograms), so the
+/// [`FailureReason`], retries, filtered-out and filter/transform failures, circuit state,
+/// queue depth and both histograms), so the
 /// dashboard and alerts see them from the first scrape. Called for each endpoint when its
 /// worker is built, at start and when a reload adds it.
 pub fn endpoint_series(endpoint: &str) {
@@ -227,6 +237,13 @@ pub fn endpoint_series(endpoint: &str) {
             .increment(0);
     }
     metrics::counter!(metric::RETRY_COUNT, "endpoint" => name.clone()).increment(0);
+    for expression in [
+        metric::FILTERED_OUT,
+        metric::FILTER_FAILURES,
+        metric::TRANSFORM_FAILURES,
+    ] {
+        metrics::counter!(expression, "endpoint" => name.clone()).increment(0);
+    }
     metrics::gauge!(metric::CIRCUIT_STATE, "endpoint" => name.clone()).set(0.0);
     metrics::gauge!(metric::QUEUE_DEPTH, "endpoint" => name.clone()).increment(0.0);
     let _ = metrics::histogram!(metric::DELIVERY_DURATION, "endpoint" => name.clone());

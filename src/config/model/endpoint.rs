@@ -10,6 +10,7 @@ use serde::Serialize;
 use url::Url;
 
 use crate::config::{Dur, Scheme, Secret, TlsMaterial, redact_endpoint_url};
+use crate::expr::{Filter, Transform};
 
 /// `circuit_breaker = { … }`.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -74,6 +75,17 @@ pub struct EndpointConfig {
     pub channels: Vec<String>,
     /// Event types to deliver (globs); empty = all.
     pub event_types: Vec<String>,
+    /// `filter`: a jq expression over the message; the endpoint receives only the messages
+    /// it is truthy for. Applied when a message is routed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Filter>,
+    /// `transform` (or the contents of `transform_file`): a jq expression whose single
+    /// output is the body sent. Applied at delivery, so a replay runs the current one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transform: Option<Transform>,
+    /// The file `transform` was read from (resolved against the config file's directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transform_file: Option<PathBuf>,
     /// Per-attempt timeout.
     pub timeout: Dur,
     /// Retries after the first attempt.
@@ -128,6 +140,9 @@ impl std::fmt::Debug for EndpointConfig {
             sign_with_all_secrets,
             channels,
             event_types,
+            filter,
+            transform,
+            transform_file,
             timeout,
             max_retries,
             retry_delay,
@@ -146,6 +161,10 @@ impl std::fmt::Debug for EndpointConfig {
             .field("sign_with_all_secrets", sign_with_all_secrets)
             .field("channels", channels)
             .field("event_types", event_types)
+            // The expressions as written; their compiled programs say nothing useful.
+            .field("filter", &filter.as_ref().map(Filter::source))
+            .field("transform", &transform.as_ref().map(Transform::source))
+            .field("transform_file", transform_file)
             .field("timeout", timeout)
             .field("max_retries", max_retries)
             .field("retry_delay", retry_delay)
@@ -227,13 +246,58 @@ impl EndpointConfig {
                 .all(|(x, y)| x.expose() == y.expose())
     }
 
-    /// Whether a message from `channel` with `event_type` goes to this endpoint.
-    pub fn matches(&self, channel: &str, event_type: &str) -> bool {
-        let glob =
-            |pats: &[String], s: &str| pats.iter().any(|p| wildmatch::WildMatch::new(p).matches(s));
-        glob(&self.channels, channel)
-            && (self.event_types.is_empty() || glob(&self.event_types, event_type))
+    /// Whether the endpoint's `filter` lets the message with this body through (always, without
+    /// a filter). An error is the filter's, for this message: the caller dead-letters it.
+    pub fn accepts(&self, body: &[u8]) -> Result<bool, crate::expr::ExprError> {
+        self.filter
+            .as_ref()
+            .map_or(Ok(true), |f| f.matches_bytes(body))
     }
+
+    /// Whether a message from `channel` with `event_type` goes to this endpoint (its
+    /// `filter`, over the content, is [`EndpointConfig::accepts`]).
+    pub fn matches(&self, channel: &str, event_type: &str) -> bool {
+        globs(&self.channels, channel) && self.takes_event_type(event_type)
+    }
+
+    /// Whether `event_types` lets a message of `event_type` through (an empty list: all).
+    pub fn takes_event_type(&self, event_type: &str) -> bool {
+        self.event_types.is_empty() || globs(&self.event_types, event_type)
+    }
+
+    /// What the endpoint does with a message of this body, by its filter and transform:
+    /// what `check-config --try` shows. The delivery stages apply the same two steps
+    /// (the filter at routing, the transform at delivery).
+    pub fn verdict(&self, body: &[u8]) -> Verdict {
+        match self.accepts(body) {
+            Err(e) => Verdict::FilterFailed(e),
+            Ok(false) => Verdict::KeptOut,
+            Ok(true) => match &self.transform {
+                None => Verdict::Receives(body.to_vec()),
+                Some(t) => t
+                    .apply(body)
+                    .map_or_else(Verdict::TransformFailed, Verdict::Receives),
+            },
+        }
+    }
+}
+
+/// Whether any of the globs `pats` matches `s`.
+fn globs(pats: &[String], s: &str) -> bool {
+    pats.iter().any(|p| wildmatch::WildMatch::new(p).matches(s))
+}
+
+/// What an endpoint does with one message ([`EndpointConfig::verdict`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// It is sent this body (the message's own, or the transform's output).
+    Receives(Vec<u8>),
+    /// The filter keeps it out.
+    KeptOut,
+    /// The filter fails on it: it is dead-lettered for the endpoint.
+    FilterFailed(crate::expr::ExprError),
+    /// The transform fails on it: it is dead-lettered for the endpoint.
+    TransformFailed(crate::expr::ExprError),
 }
 
 impl CircuitConfig {

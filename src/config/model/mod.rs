@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use endpoint::{CircuitConfig, EndpointConfig, EndpointTls, EndpointUrl, is_sensitive_header};
+pub use endpoint::{
+    CircuitConfig, EndpointConfig, EndpointTls, EndpointUrl, Verdict, is_sensitive_header,
+};
 pub use redis::{RedisConfig, RedisUrl, RedisUrlError};
 pub use source::{ListSource, PubSubSource, SourceConfig, SourceKind, SourceSpec, StreamSource};
 

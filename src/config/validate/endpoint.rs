@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use url::Url;
 
+use super::expressions::expressions;
 use crate::config::legacy::{self, Legacy};
 use crate::config::raw::{RawCircuit, RawEndpoint, RawEndpointTls};
 use crate::config::{
@@ -76,7 +77,7 @@ pub(super) fn validate_endpoints(
 }
 
 /// The keys of `endpoints[i]`.
-struct Keys(usize);
+pub(super) struct Keys(usize);
 
 impl Keys {
     /// `endpoints[i].<key>`.
@@ -85,13 +86,13 @@ impl Keys {
     }
 
     /// An error at `endpoints[i].<key>`.
-    fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(&self, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::invalid(self.at(key), message)
     }
 }
 
 /// One endpoint, in the order of its keys' checks: name, url, secrets, timing, concurrency,
-/// circuit breaker, headers, tls, channels.
+/// circuit breaker, headers, tls, filter and transform, channels.
 fn validate_endpoint(
     at: &Keys,
     ep: RawEndpoint,
@@ -124,6 +125,7 @@ fn validate_endpoint(
         .map(|t| endpoint_tls(at, t, &url))
         .transpose()?
         .flatten();
+    let expressions = expressions(at, &ep, security)?;
     let channels = ep.channels.unwrap_or_else(|| vec!["*".into()]);
     if channels.is_empty() {
         return Err(at.invalid(
@@ -139,6 +141,9 @@ fn validate_endpoint(
         sign_with_all_secrets: ep.sign_with_all_secrets,
         channels,
         event_types: ep.event_types,
+        filter: expressions.filter,
+        transform: expressions.transform,
+        transform_file: expressions.transform_file,
         timeout,
         max_retries: ep
             .max_retries

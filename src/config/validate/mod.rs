@@ -4,6 +4,7 @@
 //! a value that may be a secret; `load` adds where the value came from.
 
 mod endpoint;
+mod expressions;
 mod sources;
 #[cfg(test)]
 mod tests;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use endpoint::{EndpointUrlError, validate_endpoint_url};
+pub(super) use expressions::resolve_transform_files;
 pub use sources::DEFAULT_CHANNEL;
 
 use super::legacy::Legacy;

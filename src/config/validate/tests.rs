@@ -749,3 +749,174 @@ async fn a_public_address_passes_the_network_check() {
     let toml = EP.replace("example.com", "93.184.215.14");
     valid(&toml).check_endpoint_networks().await.unwrap();
 }
+
+// filter, transform, transform_file ------------------------------------------------------
+
+#[test]
+fn a_filter_and_a_transform_are_compiled_at_load_and_run_over_a_message() {
+    let cfg = valid(&endpoint_with(
+        "filter = '.current_value > .baseline_value'\ntransform = '{id: .model_id}'",
+    ));
+    let ep = &cfg.endpoints[0];
+    let better = br#"{"model_id":"m-1","current_value":0.9,"baseline_value":0.8}"#;
+    let worse = br#"{"model_id":"m-2","current_value":0.7,"baseline_value":0.8}"#;
+    assert!(ep.accepts(better).unwrap());
+    assert!(!ep.accepts(worse).unwrap());
+    let t = ep.transform.as_ref().expect("a transform");
+    assert_eq!(t.apply(better).unwrap(), br#"{"id":"m-1"}"#);
+    assert!(valid(EP).endpoints[0].accepts(worse).unwrap());
+}
+
+#[test]
+fn an_invalid_filter_is_refused_naming_the_endpoint_and_the_column() {
+    assert_refused(
+        &endpoint_with("filter = '.token_symbol | lenght'"),
+        "endpoints[0].filter",
+        "endpoint `site`: the filter does not compile: undefined filter `lenght` at column 17",
+    );
+}
+
+#[test]
+fn an_invalid_transform_is_refused_naming_the_line_and_column() {
+    let (key, message) = refused(&endpoint_with("transform = '''\n{\n  id: .model_id)\n}'''"));
+    assert_eq!(key, "endpoints[0].transform");
+    assert!(
+        message.starts_with(
+            "endpoint `site`: the transform does not compile: syntax error at line 2, column"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_transform_file_is_read_compiled_and_refused_at_its_place_when_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.jq");
+    std::fs::write(&good, "# the id only\n{id: .model_id}\n").unwrap();
+    let cfg = valid(&endpoint_with(&format!(
+        "transform_file = '{}'",
+        good.display()
+    )));
+    let ep = &cfg.endpoints[0];
+    assert_eq!(ep.transform_file.as_deref(), Some(good.as_path()));
+    let t = ep.transform.as_ref().expect("the file's transform");
+    assert_eq!(t.apply(br#"{"model_id":"m"}"#).unwrap(), br#"{"id":"m"}"#);
+
+    let bad = dir.path().join("bad.jq");
+    std::fs::write(&bad, "# comment\n{id: .model_id,\n  name: }\n").unwrap();
+    let (key, message) = refused(&endpoint_with(&format!(
+        "transform_file = '{}'",
+        bad.display()
+    )));
+    assert_eq!(key, "endpoints[0].transform_file");
+    let expected = format!(
+        "endpoint `site`: the transform in {} does not compile: syntax error at line 3",
+        bad.display()
+    );
+    assert!(message.starts_with(&expected), "{message}");
+    assert_refused(
+        &endpoint_with("transform_file = '/nonexistent/t.jq'"),
+        "endpoints[0].transform_file",
+        "cannot read /nonexistent/t.jq",
+    );
+}
+
+#[test]
+fn a_transform_and_a_transform_file_together_are_refused() {
+    assert_refused(
+        &endpoint_with("transform = '.'\ntransform_file = 't.jq'"),
+        "endpoints[0].transform_file",
+        "set `transform` or `transform_file`, not both",
+    );
+}
+
+#[test]
+fn an_empty_filter_or_transform_is_refused_rather_than_read_as_identity() {
+    assert_refused(
+        &endpoint_with("filter = '  '"),
+        "endpoints[0].filter",
+        "is empty",
+    );
+    assert_refused(
+        &endpoint_with("transform = '# nothing yet'"),
+        "endpoints[0].transform",
+        "is empty",
+    );
+}
+
+#[test]
+fn a_transform_output_may_be_as_large_as_the_payload_limit_and_no_larger() {
+    let toml = format!(
+        "[security]\nmax_payload_bytes = 64\n{}",
+        endpoint_with("transform = '[range(40)]'")
+    );
+    let cfg = valid(&toml);
+    let t = cfg.endpoints[0].transform.as_ref().unwrap();
+    assert_eq!(
+        t.apply(b"{}").unwrap_err(),
+        crate::expr::ExprError::OutputTooLarge(64)
+    );
+    let cfg = valid(&endpoint_with("transform = '[range(40)]'"));
+    assert!(
+        cfg.endpoints[0]
+            .transform
+            .as_ref()
+            .unwrap()
+            .apply(b"{}")
+            .is_ok()
+    );
+}
+
+#[test]
+fn the_endpoint_debug_and_effective_config_show_the_expressions_as_written() {
+    let cfg = valid(&endpoint_with(
+        "filter = '.status == \"ready\"'\ntransform = '{id: .model_id}'",
+    ));
+    let debug = format!("{:?}", cfg.endpoints[0]);
+    assert!(
+        debug.contains(r#"filter: Some(".status == \"ready\"")"#),
+        "{debug}"
+    );
+    assert!(
+        debug.contains(r#"transform: Some("{id: .model_id}")"#),
+        "{debug}"
+    );
+    assert!(!debug.contains("program"), "{debug}");
+    let shown = cfg.to_redacted_toml();
+    assert!(
+        shown.contains(r#"filter = '.status == "ready"'"#),
+        "{shown}"
+    );
+    assert!(shown.contains("transform = \"{id: .model_id}\""), "{shown}");
+}
+
+#[test]
+fn a_changed_filter_or_transform_makes_the_endpoint_a_different_one_on_reload() {
+    let base = valid(&endpoint_with("filter = '.a'\ntransform = '.b'"));
+    let same = valid(&endpoint_with("filter = '.a'\ntransform = '.b'"));
+    let filter = valid(&endpoint_with("filter = '.c'\ntransform = '.b'"));
+    let transform = valid(&endpoint_with("filter = '.a'\ntransform = '.c'"));
+    let none = valid(EP);
+    assert!(base.endpoints[0].same_as(&same.endpoints[0]));
+    for other in [&filter, &transform, &none] {
+        assert!(!base.endpoints[0].same_as(&other.endpoints[0]));
+    }
+}
+
+#[test]
+fn a_relative_transform_file_is_read_beside_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("transforms")).unwrap();
+    std::fs::write(dir.path().join("transforms/id.jq"), "{id: .model_id}").unwrap();
+    let file = dir.path().join("bridge.toml");
+    std::fs::write(&file, endpoint_with("transform_file = 'transforms/id.jq'")).unwrap();
+    let opts = crate::config::LoadOptions {
+        file: Some(file),
+        ..Default::default()
+    };
+    let cfg = Config::load_with_env(&opts, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        cfg.endpoints[0].transform_file.as_deref(),
+        Some(dir.path().join("transforms/id.jq").as_path())
+    );
+}
