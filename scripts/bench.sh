@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark: `scripts/bench.sh [--only SCENARIO,…] [--strict] [--perf DIR] [--bin PATH]`.
 #
-# Builds the bridge and the benchmark in release mode, then runs examples/bench.rs, which
+# Builds the bridge and the benchmark in release mode, then runs examples/bench/, which
 # starts its own redis-server (no persistence) on a free port and an HTTP sink on 127.0.0.1,
 # runs the release binary `redis-webhook-bridge run` per scenario, and prints one table:
 # throughput (durability redis/memory × 1/4 endpoints) against the direct-HTTP ceiling of the

@@ -1,5 +1,5 @@
 //! The benchmark still works end to end. `scripts/bench.sh` runs the release build of
-//! `examples/bench.rs`; here the debug build of the same example (cargo builds examples
+//! `examples/bench/`; here the debug build of the same example (cargo builds examples
 //! before it runs the tests) goes through every scenario with a few hundred messages, against
 //! the debug bridge, its own redis-server and its own sink. The numbers of such a run mean
 //! nothing; what is checked is that every scenario ran to the end and delivered everything.
@@ -24,13 +24,19 @@ fn bench_bin() -> PathBuf {
     let built = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{} does not exist: {build}", bin.display()));
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/bench.rs");
-    let edited = std::fs::metadata(source)
-        .and_then(|m| m.modified())
-        .expect("examples/bench.rs");
+    let sources = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/bench");
+    let edited = std::fs::read_dir(sources)
+        .expect("examples/bench/")
+        .map(|e| {
+            e.and_then(|e| e.metadata())
+                .and_then(|m| m.modified())
+                .expect("a file of examples/bench/")
+        })
+        .max()
+        .expect("examples/bench/ has files");
     assert!(
         built >= edited,
-        "{} is older than {source}: {build}",
+        "{} is older than {sources}/: {build}",
         bin.display()
     );
     bin
