@@ -15,8 +15,12 @@
 //! (`cargo-modules`) need a nightly-built analyser and do not judge a layering; reading
 //! `crate::` paths is enough for a crate that always names its own items that way.
 
+mod source_tree;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use source_tree::rust_files;
 
 /// Top-level modules from the bottom (may be imported by everything above) to the top. A
 /// module may import only modules of a lower rank: a stage depends on the stages before it
@@ -56,24 +60,6 @@ const LAYERS: &[(&str, u8)] = &[
 /// it. The restructure of the modules removes them (the piece moves down to where both
 /// sides can reach it); none may be added.
 const KNOWN_UPWARD: &[(&str, &str)] = &[];
-
-/// Every `.rs` file under `dir`, sorted.
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("cannot list {d:?}: {e}")) {
-            let path = entry.expect("directory entry").path();
-            if path.is_dir() {
-                todo.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// The top-level module a file belongs to (`src/queue/redis.rs` → `queue`), or `None` for
 /// `lib.rs` and `main.rs`, which wire everything and are the top.

@@ -7,7 +7,11 @@
 //! later line that is only `}` at the same indentation closes it. The code is always
 //! formatted (CI runs `cargo fmt --check`), so this is exact for this repository.
 
+mod source_tree;
+
 use std::path::{Path, PathBuf};
+
+use source_tree::rust_files;
 
 /// The longest a non-test source file may be.
 const MAX_FILE_LINES: usize = 600;
@@ -15,23 +19,6 @@ const MAX_FILE_LINES: usize = 600;
 const MAX_FN_LINES: usize = 80;
 /// A comment within the lines just above a longer function that contains this says why.
 const LONG_BECAUSE: &str = "long because";
-
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("cannot list {d:?}: {e}")) {
-            let path = entry.expect("directory entry").path();
-            if path.is_dir() {
-                todo.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 /// The product's sources: the crate and the benchmark. Tests are held to readability by
 /// review, not by these limits.
