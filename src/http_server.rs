@@ -128,10 +128,10 @@ pub async fn serve(
                 Err(_) => break, // never closed
             },
         };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors (EMFILE) or a connection reset before accept: not
                     // fatal; back off briefly so a persistent error does not spin.
@@ -143,7 +143,11 @@ pub async fn serve(
         };
         let app = app.clone();
         let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-            let request = request.map(|body| Body::new(DeadlineBody::new(body, body_timeout)));
+            let mut request = request.map(|body| Body::new(DeadlineBody::new(body, body_timeout)));
+            // The client's address, for handlers that record who acted (the console's pause).
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             app.clone().oneshot(request)
         });
         let connection = http.serve_connection(TokioIo::new(stream), service);

@@ -59,6 +59,9 @@
 //! - [`admin`]: the axum router for `/healthz`, `/readyz`, `/metrics` and `/status`.
 //! - [`migrate`]: the inventory of `migrate plan`, the parity check of `migrate validate`,
 //!   and the watch for legacy subscribers.
+//! - [`console`]: the operator's web page at `/` and the JSON API under `/api/` it uses —
+//!   the overview, dead letters (browse, replay, purge) and pause/resume — guarded by
+//!   `[admin] token`.
 //! - [`app`]: the `run` command — start, serve (reloads), reload, stop in order.
 //! - [`cli`]: the clap definitions that `main.rs` parses.
 //! - [`commands`]: every other CLI command, thin: parse, call the library, print.
@@ -68,6 +71,7 @@ pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod dlq;
 pub mod endpoint_state;

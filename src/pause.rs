@@ -31,7 +31,7 @@ pub fn pause_key(key_prefix: &str) -> String {
     format!("{key_prefix}:paused")
 }
 
-/// Sets the pause flag.
+/// Sets the pause flag, recorded as paused by this process's `user@host`.
 pub async fn pause(
     conn: &mut ConnectionManager,
     key_prefix: &str,
@@ -46,9 +46,20 @@ pub async fn pause(
                 .map(|h| h.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
+    pause_as(conn, key_prefix, format!("{user}@{host}"), reason).await
+}
+
+/// Sets the pause flag, recorded as paused `by` (the console names itself and the client's
+/// address).
+pub async fn pause_as(
+    conn: &mut ConnectionManager,
+    key_prefix: &str,
+    by: String,
+    reason: Option<String>,
+) -> redis::RedisResult<PauseInfo> {
     let info = PauseInfo {
         since: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        by: format!("{user}@{host}"),
+        by,
         reason,
     };
     let value = serde_json::to_string(&info).unwrap_or_default();

@@ -51,9 +51,10 @@ const LAYERS: &[(&str, u8)] = &[
     ("admin", 9),
     // The migration's inventory, parity check and legacy-subscriber watch.
     ("migrate", 9),
-    ("app", 10),
-    ("cli", 11),
-    ("commands", 12),
+    ("console", 10),
+    ("app", 11),
+    ("cli", 12),
+    ("commands", 13),
 ];
 
 /// Upward imports that exist today, each `(from, to)`, with the shared piece that causes

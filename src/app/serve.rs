@@ -27,6 +27,7 @@ pub(super) async fn serve_reloads(
         };
         match reload(&mut running.endpoints, &current, load, trigger).await {
             Ok(new) => {
+                running.console.set_config(&new);
                 current = new;
                 let v = running
                     .status

@@ -19,6 +19,7 @@ use super::RunOptions;
 use super::endpoints::{Context as EndpointContext, EndpointSet, QueueMode};
 use crate::admin::{self, Status};
 use crate::config::{Config, Durability};
+use crate::console::Console;
 use crate::dlq::Dlq;
 use crate::ingest::{Ingest, IngestSettings};
 use crate::pause;
@@ -43,6 +44,8 @@ pub(super) struct Running {
     pub queue_stop: CancellationToken,
     /// This replica's heartbeat.
     pub heartbeat: JoinHandle<()>,
+    /// The console (a reload hands it the new config).
+    pub console: Arc<Console>,
     /// The admin server.
     pub admin: JoinHandle<()>,
 }
@@ -88,7 +91,8 @@ pub(super) async fn start(
         shutdown.token.clone(),
     ));
     let status = status(cfg, opts, paused_flag, &conn, metrics);
-    let admin = serve_admin(cfg, status.clone(), shutdown).await?;
+    let console = Arc::new(Console::new(status.clone(), dlq.clone(), cfg));
+    let admin = serve_admin(cfg, status.clone(), console.clone(), shutdown).await?;
 
     // An older server would fail only where a source or a queue first uses a newer command.
     crate::redis::version::require_supported(&mut conn.clone(), &shutdown.token).await?;
@@ -125,6 +129,7 @@ pub(super) async fn start(
         ingest,
         queue_stop,
         heartbeat,
+        console,
         admin,
     }))
 }
@@ -216,10 +221,11 @@ async fn watch_pause(
     (paused_flag, pause_rx)
 }
 
-/// Binds `admin.listen` and serves the admin router until shutdown.
+/// Binds `admin.listen` and serves the admin router and the console until shutdown.
 async fn serve_admin(
     cfg: &Config,
     status: Arc<Status>,
+    console: Arc<Console>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
@@ -233,7 +239,7 @@ async fn serve_admin(
     };
     let admin_limits = cfg.admin.limits;
     Ok(tokio::spawn(async move {
-        let app = admin::router(status, access);
+        let app = crate::console::router(console, &access).merge(admin::router(status, access));
         crate::http_server::serve(listener, app, admin_limits, async move {
             admin_stop.cancelled().await
         })

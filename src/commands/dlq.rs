@@ -123,13 +123,9 @@ async fn purge(dlq: &Dlq, endpoint: Option<&str>, yes: bool) -> anyhow::Result<i
         eprintln!("dlq purge deletes entries for good; add --yes to confirm");
         return Ok(crate::exit::USAGE);
     }
-    let mut ids = Vec::new();
-    dlq.for_each(usize::MAX, endpoint, |e| ids.push(e.id))
+    let n = dlq
+        .purge(&crate::dlq::browse::Filter::endpoint(endpoint))
         .await?;
-    let mut n = 0;
-    for chunk in ids.chunks(500) {
-        n += dlq.delete(chunk).await?;
-    }
     println!("purged {n} entr{}", if n == 1 { "y" } else { "ies" });
     Ok(crate::exit::OK)
 }

@@ -12,6 +12,7 @@
 //! [`replay`] re-drives entries through the delivery workers; [`Dlq`] is the
 //! [`DeadLetterSink`] the earlier stages dead-letter through.
 
+pub mod browse;
 pub mod replay;
 
 use std::collections::HashMap;

@@ -53,27 +53,14 @@ fn channel_sources(cfg: &Config) -> Vec<(String, u64)> {
     channels
 }
 
-/// One round: counts the live replicas, then each channel's subscribers. A Redis error
-/// skips the round (or the channel); the next round tries again.
+/// One round: exports each channel's count and warns while legacy subscribers remain. A
+/// Redis error skips the round (or the channel); the next round tries again.
 async fn check_once(
     conn: &mut ConnectionManager,
     replica_pattern: &str,
     channels: &[(String, u64)],
 ) {
-    let replicas =
-        match crate::redis::keys::scan_keys(conn, replica_pattern, None, usize::MAX).await {
-            Ok(keys) => keys.len() as u64,
-            Err(_) => return,
-        };
-    for (channel, sources) in channels {
-        let r: redis::RedisResult<Vec<(String, u64)>> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channel)
-            .query_async(conn)
-            .await;
-        let Ok(r) = r else { continue };
-        let total = r.first().map(|x| x.1).unwrap_or(0);
-        let legacy = total.saturating_sub(replicas.max(1) * sources);
+    for (channel, legacy) in count(conn, replica_pattern, channels).await {
         metrics::gauge!(metric::LEGACY_SUBSCRIBERS, "channel" => channel.clone())
             .set(legacy as f64);
         if legacy > 0 {
@@ -84,4 +71,41 @@ async fn check_once(
             );
         }
     }
+}
+
+/// The subscribers other than the bridge's replicas on each pub/sub source channel of
+/// `cfg`, now (what the console shows; the same count as `bridge_legacy_subscribers`).
+/// Empty when Redis does not answer.
+pub async fn legacy_subscribers(conn: &mut ConnectionManager, cfg: &Config) -> Vec<(String, u64)> {
+    let channels = channel_sources(cfg);
+    count(conn, &cfg.redis.key("replica:*"), &channels).await
+}
+
+/// Counts the live replicas, then each channel's subscribers beyond one per replica and
+/// source; a channel Redis does not answer for is left out.
+async fn count(
+    conn: &mut ConnectionManager,
+    replica_pattern: &str,
+    channels: &[(String, u64)],
+) -> Vec<(String, u64)> {
+    let replicas =
+        match crate::redis::keys::scan_keys(conn, replica_pattern, None, usize::MAX).await {
+            Ok(keys) => keys.len() as u64,
+            Err(_) => return Vec::new(),
+        };
+    let mut out = Vec::with_capacity(channels.len());
+    for (channel, sources) in channels {
+        let r: redis::RedisResult<Vec<(String, u64)>> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(conn)
+            .await;
+        let Ok(r) = r else { continue };
+        let total = r.first().map(|x| x.1).unwrap_or(0);
+        out.push((
+            channel.clone(),
+            total.saturating_sub(replicas.max(1) * sources),
+        ));
+    }
+    out
 }
